@@ -1,0 +1,29 @@
+# rmqrouter: `make run` builds and runs the router against the local
+# RabbitMQ; `make test` runs everything CI runs.
+
+GO ?= go
+STATICCHECK_VERSION ?= v0.8.2
+BIN := bin/rmqrouter
+
+.PHONY: build run test lint bench broker
+
+build:
+	$(GO) build -o $(BIN) ./cmd/rmqrouter
+
+# broker starts the local RabbitMQ when it does not answer on 127.0.0.1:5672.
+broker:
+	@./.ci/ensure-broker
+
+run: build broker
+	./$(BIN) --log-format text
+
+test: broker
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+bench: build broker
+	$(GO) run ./bench

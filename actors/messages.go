@@ -1,0 +1,138 @@
+package actors
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/rmqrouter/rmqrouter/security"
+	"github.com/rmqrouter/rmqrouter/transport"
+)
+
+// reply is a one-shot answer channel. The first of send, abandon and fail
+// wins; later calls do nothing, so every request is answered exactly once.
+type reply[T any] struct {
+	ch    chan T
+	state atomic.Int32 // 0 open, 1 answered, 2 abandoned by the waiter
+}
+
+func newReply[T any]() *reply[T] { return &reply[T]{ch: make(chan T, 1)} }
+
+// send delivers v and reports whether the waiter will see it.
+func (r *reply[T]) send(v T) bool {
+	if r.state.CompareAndSwap(0, 1) {
+		r.ch <- v
+		return true
+	}
+	return false
+}
+
+// abandon marks the reply as no longer awaited. It returns false when an
+// answer was already sent, which the waiter must then read.
+func (r *reply[T]) abandon() bool { return r.state.CompareAndSwap(0, 2) }
+
+// failer is a request that can be answered with an error by anyone holding
+// it, such as the dead-letter handler.
+type failer interface {
+	fail(err error)
+}
+
+// route names the connection actor a request goes to.
+type route struct {
+	key   string
+	vhost string
+	creds *security.Credentials
+}
+
+// routed is a request that the supervisor forwards by route.
+type routed interface {
+	failer
+	routeOf() route
+}
+
+type publishCmd struct {
+	route    route
+	msg      *transport.Message
+	deadline time.Time
+	start    time.Time
+	retried  bool
+	result   *reply[error]
+}
+
+func (c *publishCmd) fail(err error)           { c.result.send(err) }
+func (c *publishCmd) routeOf() route           { return c.route }
+func (c *publishCmd) IgnoreDeadLetterLogging() {}
+func (c *publishCmd) expired() bool            { return !c.deadline.IsZero() && time.Now().After(c.deadline) }
+
+type fetchOutcome struct {
+	result FetchResult
+	err    error
+}
+
+type fetchCmd struct {
+	route   route
+	queue   string
+	wait    time.Duration
+	autoAck bool
+	result  *reply[fetchOutcome]
+}
+
+func (c *fetchCmd) fail(err error)           { c.result.send(fetchOutcome{err: err}) }
+func (c *fetchCmd) routeOf() route           { return c.route }
+func (c *fetchCmd) IgnoreDeadLetterLogging() {}
+
+type settleCmd struct {
+	tag     uint64
+	ack     bool
+	requeue bool
+	result  *reply[error]
+}
+
+func (c *settleCmd) fail(err error)           { c.result.send(err) }
+func (c *settleCmd) IgnoreDeadLetterLogging() {}
+
+// internal is embedded by messages that actors send to themselves or to
+// each other; they do not count as activity for idle timeouts.
+type internal struct{}
+
+func (internal) NotInfluenceReceiveTimeout() {}
+func (internal) IgnoreDeadLetterLogging()    {}
+
+// retire asks a parent to forget and poison a child.
+type retire struct {
+	internal
+	key string
+	pid *actor.PID
+}
+
+type dialResult struct {
+	internal
+	conn *transport.Connection
+	err  error
+}
+
+type connectionClosed struct {
+	internal
+	generation uint64
+	err        error
+}
+
+type connectionBlocked struct {
+	internal
+	generation uint64
+	blocked    bool
+	reason     string
+}
+
+type redial struct{ internal }
+
+// connectionReady tells children that a connection is open.
+type connectionReady struct {
+	internal
+	conn       *transport.Connection
+	generation uint64
+}
+
+// connectionLost tells children that the connection closed.
+type connectionLost struct{ internal }

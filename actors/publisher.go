@@ -1,0 +1,253 @@
+package actors
+
+import (
+	"errors"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/rmqrouter/rmqrouter/transport"
+)
+
+// publisherActor owns a pool of confirm-mode channels on one connection.
+// It checks unknown exchanges on a separate channel before publishing to
+// them, spreads publishings over the pool by the number in flight, and
+// sends a publishing that never reached the socket once more on another
+// channel.
+type publisherActor struct {
+	sys  *System
+	conn *transport.Connection
+	topo *transport.Topology
+
+	channels []*transport.ConfirmChannel
+	opening  int
+	waiting  []*publishCmd
+	blocked  bool
+	stopping bool
+}
+
+type channelOpened struct {
+	internal
+	ch  *transport.ConfirmChannel
+	err error
+}
+
+type channelClosed struct {
+	internal
+	id  uint64
+	err error
+}
+
+type exchangeChecked struct {
+	internal
+	cmd *publishCmd
+	err error
+}
+
+type reopenChannel struct{ internal }
+
+func newPublisherActor(s *System, conn *transport.Connection) *publisherActor {
+	return &publisherActor{sys: s, conn: conn, topo: transport.NewTopology(conn, s.cfg.TopologyTTL)}
+}
+
+func (a *publisherActor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		for i := 0; i < a.sys.cfg.PublishChannels; i++ {
+			a.openChannel(ctx)
+		}
+	case *publishCmd:
+		a.publish(ctx, msg)
+	case *exchangeChecked:
+		if msg.err != nil {
+			a.answer(msg.cmd, msg.err)
+			return
+		}
+		a.dispatch(ctx, msg.cmd)
+	case *channelOpened:
+		a.onChannelOpened(ctx, msg)
+	case *channelClosed:
+		a.onChannelClosed(ctx, msg)
+	case *reopenChannel:
+		if !a.stopping && len(a.channels)+a.opening < a.sys.cfg.PublishChannels {
+			a.openChannel(ctx)
+		}
+	case *connectionBlocked:
+		a.blocked = msg.blocked
+	case *actor.Stopping, *actor.Restarting:
+		a.stop()
+	}
+}
+
+func (a *publisherActor) publish(ctx actor.Context, cmd *publishCmd) {
+	if cmd.expired() {
+		cmd.fail(ErrConfirmTimeout)
+		return
+	}
+	if a.blocked {
+		a.answer(cmd, &transport.Error{Op: "basic.publish", Kind: transport.ErrBlocked, Retryable: true})
+		return
+	}
+	if a.topo.ExchangeKnown(cmd.msg.Exchange) {
+		a.dispatch(ctx, cmd)
+		return
+	}
+
+	// The passive declare is a round trip: run it outside Receive.
+	self, root, topo := ctx.Self(), a.sys.root, a.topo
+	a.sys.goTask(func() {
+		err := topo.CheckExchange(cmd.msg.Exchange)
+		root.Send(self, &exchangeChecked{cmd: cmd, err: err})
+	})
+}
+
+// dispatch hands cmd to the open channel with the fewest publishings in
+// flight. With no channel open yet, cmd waits for one.
+func (a *publisherActor) dispatch(ctx actor.Context, cmd *publishCmd) {
+	if len(a.channels) == 0 {
+		if a.opening == 0 {
+			a.openChannel(ctx)
+		}
+		a.waiting = append(a.waiting, cmd)
+		return
+	}
+
+	self, root := ctx.Self(), a.sys.root
+	p := &transport.Publish{
+		Msg:      cmd.msg,
+		Deadline: cmd.deadline,
+		Done: func(err error) {
+			// A publishing that never reached the socket is safe to
+			// send again; do it once, on whichever channel is open.
+			if errors.Is(err, transport.ErrNotSent) && !cmd.retried && !cmd.expired() {
+				cmd.retried = true
+				root.Send(self, cmd)
+				return
+			}
+			a.answer(cmd, err)
+		},
+	}
+
+	best := -1
+	for i, ch := range a.channels {
+		if best < 0 || ch.InFlight() < a.channels[best].InFlight() {
+			best = i
+		}
+	}
+	if a.channels[best].Enqueue(p) {
+		return
+	}
+	for i, ch := range a.channels {
+		if i != best && ch.Enqueue(p) {
+			return
+		}
+	}
+	a.answer(cmd, ErrTooManyInFlight)
+}
+
+// answer replies to cmd and records its outcome. It runs on the actor or
+// on a channel goroutine.
+func (a *publisherActor) answer(cmd *publishCmd, err error) {
+	outcome := "accepted"
+	switch {
+	case err == nil:
+		a.sys.metrics.Messages.WithLabelValues("published").Inc()
+	case errors.Is(err, transport.ErrUnroutable):
+		outcome = "unroutable"
+		a.sys.metrics.Messages.WithLabelValues("returned").Inc()
+	case errors.Is(err, transport.ErrExchangeNotFound):
+		outcome = "exchange_not_found"
+		a.topo.Forget(cmd.msg.Exchange)
+	case errors.Is(err, transport.ErrNacked):
+		outcome = "nacked"
+	case errors.Is(err, transport.ErrAccessRefused):
+		outcome = "access_refused"
+	case errors.Is(err, transport.ErrBlocked):
+		outcome = "blocked"
+	default:
+		outcome = "failed"
+	}
+	a.sys.metrics.PublishDuration.WithLabelValues(outcome).Observe(time.Since(cmd.start).Seconds())
+	cmd.result.send(err)
+}
+
+func (a *publisherActor) openChannel(ctx actor.Context) {
+	a.opening++
+	self, root, conn := ctx.Self(), a.sys.root, a.conn
+	id := a.sys.channelIDs.Add(1)
+	opts := transport.ChannelOptions{QueueLength: a.sys.cfg.ChannelQueueLength}
+	a.sys.goTask(func() {
+		ch, err := transport.OpenConfirmChannel(conn, id, opts, func(err error) {
+			root.Send(self, &channelClosed{id: id, err: err})
+		})
+		root.Send(self, &channelOpened{ch: ch, err: err})
+	})
+}
+
+func (a *publisherActor) onChannelOpened(ctx actor.Context, msg *channelOpened) {
+	a.opening--
+	if msg.err != nil {
+		a.sys.log.Warn("publishing channel failed to open", "error", msg.err)
+		if len(a.channels) == 0 && a.opening == 0 {
+			for _, cmd := range a.waiting {
+				a.answer(cmd, msg.err)
+			}
+			a.waiting = nil
+		}
+		if !a.conn.IsClosed() {
+			self, root := ctx.Self(), a.sys.root
+			time.AfterFunc(time.Second, func() { root.Send(self, &reopenChannel{}) })
+		}
+		return
+	}
+	if a.stopping {
+		msg.ch.Close(time.Second)
+		return
+	}
+	a.channels = append(a.channels, msg.ch)
+	a.sys.metrics.ChannelsOpen.WithLabelValues("publish").Inc()
+
+	waiting := a.waiting
+	a.waiting = nil
+	for _, cmd := range waiting {
+		a.dispatch(ctx, cmd)
+	}
+}
+
+func (a *publisherActor) onChannelClosed(ctx actor.Context, msg *channelClosed) {
+	for i, ch := range a.channels {
+		if ch.ID() == msg.id {
+			a.channels = append(a.channels[:i], a.channels[i+1:]...)
+			a.sys.metrics.ChannelsOpen.WithLabelValues("publish").Dec()
+			break
+		}
+	}
+	if msg.err != nil {
+		a.sys.log.Info("publishing channel closed by the broker", "error", msg.err)
+	}
+	if !a.stopping && !a.conn.IsClosed() {
+		a.openChannel(ctx)
+	}
+}
+
+// stop closes every channel in a tracked goroutine; each answers what it
+// still holds.
+func (a *publisherActor) stop() {
+	a.stopping = true
+	for _, cmd := range a.waiting {
+		a.answer(cmd, ErrActorGone)
+	}
+	a.waiting = nil
+	channels := a.channels
+	a.channels = nil
+	for range channels {
+		a.sys.metrics.ChannelsOpen.WithLabelValues("publish").Dec()
+	}
+	topo := a.topo
+	a.sys.goTask(func() {
+		for _, ch := range channels {
+			ch.Close(5 * time.Second)
+		}
+		topo.Close()
+	})
+}

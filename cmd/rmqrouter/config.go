@@ -1,0 +1,223 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rmqrouter/rmqrouter/transport"
+)
+
+// config is every setting of the router, with its parsed values.
+type config struct {
+	HTTPAddr              string
+	AMQPURL               string
+	AMQPEndpoints         string
+	MaxBodyBytes          int
+	PublishTimeout        time.Duration
+	SessionIdleTimeout    time.Duration
+	ConnectionIdleTimeout time.Duration
+	Prefetch              int
+	MaxConnections        int
+	PublishChannels       int
+	Heartbeat             time.Duration
+	DialTimeout           time.Duration
+	RetryBaseDelay        time.Duration
+	RetryMaxDelay         time.Duration
+	RetryMaxAttempts      int
+	ShutdownTimeout       time.Duration
+	LogLevel              string
+	LogFormat             string
+
+	// Derived by validate.
+	broker    transport.ParsedURL
+	endpoints []transport.Endpoint
+	level     slog.Level
+}
+
+// setting is one flag: its name, default, help, the environment names of
+// the earlier service that mean the same, and where the value goes.
+type setting struct {
+	name    string
+	def     string
+	help    string
+	aliases []string
+	set     func(c *config, v string) error
+}
+
+func settings() []setting {
+	return []setting{
+		{"http-addr", "127.0.0.1:8000", "HTTP listen address (host:port)", []string{"HTTP_ADDR"}, str(func(c *config) *string { return &c.HTTPAddr })},
+		{"amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "broker URL; its user and password are the router's own, used by the readiness check; its vhost is the default vhost", []string{"RABBITMQ_URL", "AMQP_URL"}, str(func(c *config) *string { return &c.AMQPURL })},
+		{"amqp-endpoints", "", "more brokers to fail over to, comma-separated host:port or amqp:// URLs (credentials in them are ignored)", []string{"RABBITMQ_ENDPOINTS"}, str(func(c *config) *string { return &c.AMQPEndpoints })},
+		{"max-body-bytes", "1048576", "largest request body accepted, in bytes", []string{"MAX_BODY_BYTES", "MAX_MESSAGE_SIZE"}, integer(func(c *config) *int { return &c.MaxBodyBytes })},
+		{"publish-timeout", "10s", "how long a publish waits for the broker's confirm before 504 (Go duration, or seconds)", []string{"PUBLISH_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.PublishTimeout })},
+		{"session-idle-timeout", "5m", "an implicit /v1/fetch session with no request for this long closes and its unacked messages return to the queue", []string{"SESSION_IDLE_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.SessionIdleTimeout })},
+		{"connection-idle-timeout", "5m", "a broker connection with no request and no session for this long is closed", nil, duration(func(c *config) *time.Duration { return &c.ConnectionIdleTimeout })},
+		{"prefetch", "10", "basic.qos prefetch count of implicit /v1/fetch sessions", []string{"RABBITMQ_PREFETCH_COUNT"}, integer(func(c *config) *int { return &c.Prefetch })},
+		{"max-connections", "1000", "most broker connections (one per vhost, user and password) held at once", []string{"MAX_CONNECTIONS"}, integer(func(c *config) *int { return &c.MaxConnections })},
+		{"publish-channels", "4", "confirm-mode channels per connection used for publishing", nil, integer(func(c *config) *int { return &c.PublishChannels })},
+		{"heartbeat", "10s", "AMQP heartbeat interval", []string{"RABBITMQ_HEARTBEAT"}, duration(func(c *config) *time.Duration { return &c.Heartbeat })},
+		{"dial-timeout", "5s", "time limit for opening a broker connection", []string{"RABBITMQ_CONNECT_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.DialTimeout })},
+		{"retry-base-delay", "1s", "first reconnect delay ceiling; the delay is random in [0, min(max, base*2^attempt))", nil, duration(func(c *config) *time.Duration { return &c.RetryBaseDelay })},
+		{"retry-max-delay", "30s", "largest reconnect delay", nil, duration(func(c *config) *time.Duration { return &c.RetryMaxDelay })},
+		{"retry-max-attempts", "10", "reconnect attempts before giving up until the next request", []string{"RECONNECT_MAX_ATTEMPTS"}, integer(func(c *config) *int { return &c.RetryMaxAttempts })},
+		{"shutdown-timeout", "15s", "how long a shutdown waits for requests in flight", []string{"SHUTDOWN_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
+		{"log-level", "info", "debug, info, warn or error", []string{"LOG_LEVEL"}, str(func(c *config) *string { return &c.LogLevel })},
+		{"log-format", "json", "json or text", []string{"LOG_FORMAT"}, str(func(c *config) *string { return &c.LogFormat })},
+	}
+}
+
+func str(field func(*config) *string) func(*config, string) error {
+	return func(c *config, v string) error { *field(c) = v; return nil }
+}
+
+func integer(field func(*config) *int) func(*config, string) error {
+	return func(c *config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("must be an integer")
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+// duration accepts Go durations ("200ms", "3s") and, as the earlier service
+// did, a bare number of seconds ("5", "2.5").
+func duration(field func(*config) *time.Duration) func(*config, string) error {
+	return func(c *config, v string) error {
+		v = strings.TrimSpace(v)
+		if d, err := time.ParseDuration(v); err == nil {
+			*field(c) = d
+			return nil
+		}
+		if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 && f < 1e9 {
+			*field(c) = time.Duration(f * float64(time.Second))
+			return nil
+		}
+		return errors.New("must be a duration such as 500ms, 10s or 5m, or a number of seconds")
+	}
+}
+
+// envName returns the RMQROUTER_ variable of a flag.
+func envName(flagName string) string {
+	return "RMQROUTER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// loadConfig reads settings from args, then from RMQROUTER_* variables,
+// then from the earlier service's names; a flag wins over the environment.
+// The error names the setting and the reason, and never holds a password.
+func loadConfig(args []string, getenv func(string) string, usage io.Writer) (*config, error) {
+	c := &config{}
+	all := settings()
+	fs := flag.NewFlagSet("rmqrouter", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	values := make(map[string]*string, len(all))
+	for _, s := range all {
+		values[s.name] = fs.String(s.name, s.def, fmt.Sprintf("%s (env %s)", s.help, envName(s.name)))
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+
+	for _, s := range all {
+		value, source := *values[s.name], "--"+s.name
+		if !given[s.name] {
+			if v := getenv(envName(s.name)); v != "" {
+				value, source = v, envName(s.name)
+			} else {
+				for _, alias := range s.aliases {
+					if v := getenv(alias); v != "" {
+						value, source = v, alias
+						break
+					}
+				}
+			}
+		}
+		if err := s.set(c, value); err != nil {
+			return nil, fmt.Errorf("invalid %s: %v", source, err)
+		}
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return fmt.Errorf("invalid --http-addr %q: must be host:port", c.HTTPAddr)
+	}
+	broker, err := transport.ParseURL(c.AMQPURL)
+	if err != nil {
+		return fmt.Errorf("invalid --amqp-url: %v", err)
+	}
+	c.broker = broker
+	c.endpoints = []transport.Endpoint{broker.Endpoint}
+	for _, raw := range strings.Split(c.AMQPEndpoints, ",") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		if !strings.Contains(raw, "://") {
+			raw = broker.Endpoint.Scheme + "://" + raw
+		}
+		p, err := transport.ParseURL(raw)
+		if err != nil {
+			return fmt.Errorf("invalid --amqp-endpoints: %v", err)
+		}
+		c.endpoints = append(c.endpoints, p.Endpoint)
+	}
+
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"publish-timeout", c.PublishTimeout}, {"session-idle-timeout", c.SessionIdleTimeout},
+		{"connection-idle-timeout", c.ConnectionIdleTimeout}, {"dial-timeout", c.DialTimeout},
+		{"retry-base-delay", c.RetryBaseDelay}, {"retry-max-delay", c.RetryMaxDelay},
+		{"shutdown-timeout", c.ShutdownTimeout},
+	}
+	for _, p := range positive {
+		if p.d <= 0 {
+			return fmt.Errorf("invalid --%s: must be greater than zero", p.name)
+		}
+	}
+	if c.Heartbeat < 0 {
+		return errors.New("invalid --heartbeat: must not be negative (0 disables heartbeats)")
+	}
+	if c.RetryMaxDelay < c.RetryBaseDelay {
+		return errors.New("invalid --retry-max-delay: must not be less than --retry-base-delay")
+	}
+	ints := []struct {
+		name     string
+		v, lo, hi int
+	}{
+		{"max-body-bytes", c.MaxBodyBytes, 1, 512 << 20},
+		{"prefetch", c.Prefetch, 1, 65535},
+		{"max-connections", c.MaxConnections, 1, 1 << 20},
+		{"publish-channels", c.PublishChannels, 1, 64},
+		{"retry-max-attempts", c.RetryMaxAttempts, 1, 1000},
+	}
+	for _, i := range ints {
+		if i.v < i.lo || i.v > i.hi {
+			return fmt.Errorf("invalid --%s: %d is outside %d..%d", i.name, i.v, i.lo, i.hi)
+		}
+	}
+	if err := c.level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("invalid --log-level %q: must be debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return fmt.Errorf("invalid --log-format %q: must be json or text", c.LogFormat)
+	}
+	return nil
+}

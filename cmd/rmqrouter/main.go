@@ -1,0 +1,125 @@
+// Command rmqrouter runs the HTTP-to-RabbitMQ router. See README.md for the
+// settings; every flag also reads RMQROUTER_<FLAG>.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rmqrouter/rmqrouter/actors"
+	"github.com/rmqrouter/rmqrouter/docs"
+	"github.com/rmqrouter/rmqrouter/metrics"
+	"github.com/rmqrouter/rmqrouter/router"
+	"github.com/rmqrouter/rmqrouter/security"
+	"github.com/rmqrouter/rmqrouter/transport"
+)
+
+func main() {
+	cfg, err := loadConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "rmqrouter: %v\n", err)
+		os.Exit(2)
+	}
+	if err := run(cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "rmqrouter: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(cfg *config) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// run wires the parts, serves until SIGINT or SIGTERM, and shuts down in
+// order: stop accepting HTTP, wait for requests in flight, stop the actors
+// (closing channels and connections), stop the readiness probe.
+func run(cfg *config) error {
+	base := newLogger(cfg)
+	log := base.With("task", "main")
+	m := metrics.New()
+	store := security.NewStore(10000)
+
+	system := actors.NewSystem(actors.Config{
+		Endpoints:             cfg.endpoints,
+		DefaultVhost:          cfg.broker.Vhost,
+		Heartbeat:             cfg.Heartbeat,
+		DialTimeout:           cfg.DialTimeout,
+		ConnectionIdleTimeout: cfg.ConnectionIdleTimeout,
+		SessionIdleTimeout:    cfg.SessionIdleTimeout,
+		Prefetch:              cfg.Prefetch,
+		MaxConnections:        cfg.MaxConnections,
+		PublishChannels:       cfg.PublishChannels,
+		RetryBaseDelay:        cfg.RetryBaseDelay,
+		RetryMaxDelay:         cfg.RetryMaxDelay,
+		RetryMaxAttempts:      cfg.RetryMaxAttempts,
+	}, base.With("task", "actors"), m)
+
+	systemCreds, err := store.NewCredentials(cfg.broker.User, []byte(cfg.broker.Password))
+	if err != nil {
+		return fmt.Errorf("seal broker credentials: %w", err)
+	}
+	cfg.broker.Password = ""
+	probe := transport.NewProbe(transport.DialConfig{
+		Endpoint:       cfg.broker.Endpoint,
+		Vhost:          cfg.broker.Vhost,
+		User:           cfg.broker.User,
+		Heartbeat:      cfg.Heartbeat,
+		DialTimeout:    cfg.DialTimeout,
+		ConnectionName: "rmqrouter readiness",
+	}, systemCreds.WithPassword, 5*time.Second)
+	probe.Start()
+
+	server := router.New(router.Config{
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		PublishTimeout: cfg.PublishTimeout,
+		OpenAPI:        docs.OpenAPI,
+	}, system, store, m, base, probe.Ready)
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		probe.Stop()
+		system.Shutdown(context.Background())
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	log.Info("rmqrouter started", "http_addr", ln.Addr().String(), "broker", cfg.broker.Endpoint.String(), "vhost", cfg.broker.Vhost)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- server.Serve(ln) }()
+
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	select {
+	case sig := <-signals:
+		log.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout.String())
+	case err := <-serveErr:
+		if err != nil {
+			log.Error("http server stopped", "error", err)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := server.Shutdown(ctx); err != nil {
+		log.Warn("http shutdown incomplete", "error", err)
+	}
+	system.Shutdown(ctx)
+	probe.Stop()
+	log.Info("rmqrouter stopped")
+	return nil
+}

@@ -1,0 +1,301 @@
+package router
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/rmqrouter/rmqrouter/actors"
+	"github.com/rmqrouter/rmqrouter/metrics"
+	"github.com/rmqrouter/rmqrouter/security"
+	"github.com/rmqrouter/rmqrouter/transport"
+)
+
+// Backend is what the router needs from the actor tree; *actors.System
+// implements it, and unit tests use fakes.
+type Backend interface {
+	Publish(ctx context.Context, creds *security.Credentials, vhost string, msg *transport.Message) error
+	Fetch(ctx context.Context, creds *security.Credentials, vhost, queue string, wait time.Duration, autoAck bool) (actors.FetchResult, error)
+	Settle(ctx context.Context, creds *security.Credentials, tag uint64, ack, requeue bool) error
+	DefaultVhost() string
+}
+
+// ReadinessCheck reports nil when the broker is reachable.
+type ReadinessCheck func() error
+
+// Config holds the router's settings.
+type Config struct {
+	// MaxBodyBytes is the largest request body accepted.
+	MaxBodyBytes int
+	// PublishTimeout is how long a publish waits for the broker's confirm.
+	PublishTimeout time.Duration
+	// OpenAPI is the served API description (docs/openapi.yaml).
+	OpenAPI []byte
+}
+
+// Server is the HTTP front end. Create it with New and run it with Serve.
+type Server struct {
+	cfg      Config
+	backend  Backend
+	creds    *security.Store
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	ready    ReadinessCheck
+	started  time.Time
+	http     *fasthttp.Server
+	promHTTP fasthttp.RequestHandler
+}
+
+// New returns a Server. ready may be nil, which means always ready.
+func New(cfg Config, backend Backend, creds *security.Store, m *metrics.Metrics, log *slog.Logger, ready ReadinessCheck) *Server {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 10 * time.Second
+	}
+	if ready == nil {
+		ready = func() error { return nil }
+	}
+	s := &Server{
+		cfg:      cfg,
+		backend:  backend,
+		creds:    creds,
+		metrics:  m,
+		log:      log,
+		ready:    ready,
+		started:  time.Now(),
+		promHTTP: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})),
+	}
+	s.http = &fasthttp.Server{
+		Handler:                       s.Handle,
+		Name:                          "rmqrouter",
+		MaxRequestBodySize:            cfg.MaxBodyBytes,
+		ReadTimeout:                   30 * time.Second,
+		WriteTimeout:                  30 * time.Second,
+		IdleTimeout:                   2 * time.Minute,
+		DisableHeaderNamesNormalizing: true,
+		NoDefaultServerHeader:         false,
+		NoDefaultContentType:          true,
+		ErrorHandler:                  s.handleParseError,
+		Logger:                        fasthttpLogger{log},
+	}
+	return s
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
+
+// Shutdown stops accepting connections and waits for open requests, up to ctx.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.ShutdownWithContext(ctx) }
+
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Warn("http server", "message", strings.TrimSpace(fmt.Sprintf(format, args...)))
+}
+
+// Handle serves one request. It is the fasthttp handler, exported for tests.
+func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	req := &request{ctx: ctx, id: requestID(ctx), russian: prefersRussian(header(ctx, "Accept-Language"))}
+	ctx.Response.Header.Set("X-Request-ID", req.id)
+
+	route := "other"
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("handler panicked", "request_id", req.id, "route", route, "panic", fmt.Sprintf("%v", p), "stack", string(debug.Stack()))
+			s.writeError(req, errInternal)
+		}
+		status := ctx.Response.StatusCode()
+		s.metrics.HTTPRequests.WithLabelValues(route, string(ctx.Method()), strconv.Itoa(status)).Inc()
+		s.metrics.HTTPDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	}()
+
+	path := string(ctx.URI().PathOriginal())
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	method := string(ctx.Method())
+	route = s.dispatch(req, method, path)
+}
+
+// dispatch runs the handler of path and returns its route label.
+func (s *Server) dispatch(req *request, method, path string) string {
+	switch path {
+	case "/v1/publish":
+		return s.only(req, method, "POST", "/v1/publish", s.handlePublish)
+	case "/v1/fetch":
+		return s.only(req, method, "POST", "/v1/fetch", s.handleFetch)
+	case "/health", "/health/live":
+		return s.only(req, method, "GET", path, s.handleLive)
+	case "/ready", "/health/ready":
+		return s.only(req, method, "GET", path, s.handleReady)
+	case "/health/startup":
+		return s.only(req, method, "GET", path, s.handleStartup)
+	case "/metrics":
+		return s.only(req, method, "GET", path, func(r *request) { s.promHTTP(r.ctx) })
+	case "/openapi.yaml":
+		return s.only(req, method, "GET", path, s.handleOpenAPI)
+	}
+
+	switch {
+	case strings.HasPrefix(path, "/v1/exchanges/") && strings.HasSuffix(path, "/publish"):
+		return s.only(req, method, "POST", "/v1/exchanges/{exchange}/publish", s.handleRawPublish)
+	case strings.HasPrefix(path, "/v1/ack/"):
+		return s.only(req, method, "POST", "/v1/ack/{tag}", s.handleAck)
+	case strings.HasPrefix(path, "/v1/reject/"):
+		return s.only(req, method, "POST", "/v1/reject/{tag}", s.handleReject)
+	}
+	s.writeError(req, errNotFound)
+	return "other"
+}
+
+func (s *Server) only(req *request, method, want, route string, h func(*request)) string {
+	if method != want && !(want == "GET" && method == "HEAD") {
+		req.ctx.Response.Header.Set("Allow", want)
+		s.writeError(req, errMethodNotAllowed)
+		return route
+	}
+	h(req)
+	return route
+}
+
+// request is the per-request state shared by the handlers.
+type request struct {
+	ctx     *fasthttp.RequestCtx
+	id      string
+	russian bool
+}
+
+// handleParseError answers requests fasthttp could not read.
+func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
+	req := &request{ctx: ctx, id: requestID(ctx), russian: prefersRussian(header(ctx, "Accept-Language"))}
+	ctx.Response.Header.Set("X-Request-ID", req.id)
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		s.writeError(req, errPayloadTooLarge)
+		return
+	}
+	s.writeError(req, newAPIError(400, "invalid_request",
+		"The HTTP request could not be parsed.", "HTTP-запрос не удалось разобрать."))
+}
+
+// authenticate returns the request's credentials or writes a 401.
+func (s *Server) authenticate(req *request) (*security.Credentials, bool) {
+	creds, err := s.creds.ParseBasicAuth([]byte(header(req.ctx, "Authorization")))
+	switch {
+	case err == nil:
+		return creds, true
+	case errors.Is(err, security.ErrNoCredentials):
+		s.writeError(req, errAuthRequired)
+	case errors.Is(err, security.ErrMalformedCredentials):
+		s.writeError(req, errAuthMalformed)
+	default:
+		s.log.Error("credentials could not be sealed", "request_id", req.id, "error", err)
+		s.writeError(req, errInternal)
+	}
+	return nil, false
+}
+
+type errorBody struct {
+	Error     string `json:"error"`
+	Detail    string `json:"detail"`
+	RequestID string `json:"request_id"`
+}
+
+func (s *Server) writeError(req *request, e *apiError) {
+	ctx := req.ctx
+	if e.status == 401 {
+		ctx.Response.Header.Set("WWW-Authenticate", `Basic realm="rmqrouter", charset="UTF-8"`)
+	}
+	if e.retryAfter > 0 {
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.retryAfter))
+	}
+	s.metrics.Errors.WithLabelValues(e.code).Inc()
+	level := slog.LevelDebug
+	if e.status >= 500 {
+		level = slog.LevelWarn
+	}
+	s.log.Log(context.Background(), level, "request failed", "request_id", req.id, "status", e.status, "error", e.code, "path", string(ctx.URI().PathOriginal()))
+	s.writeJSON(req, e.status, errorBody{Error: e.code, Detail: e.detail(req.russian), RequestID: req.id})
+}
+
+func (s *Server) writeJSON(req *request, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		s.log.Error("response could not be encoded", "request_id", req.id, "error", err)
+		status = 500
+		body = []byte(`{"error":"internal_error","detail":"response could not be encoded","request_id":"` + req.id + `"}`)
+	}
+	req.ctx.Response.Header.SetContentType("application/json")
+	req.ctx.SetStatusCode(status)
+	req.ctx.SetBody(body)
+}
+
+// header returns the value of a request header, matching its name
+// case-insensitively (the server keeps header names as sent).
+func header(ctx *fasthttp.RequestCtx, name string) string {
+	for k, v := range ctx.Request.Header.All() {
+		if len(k) == len(name) && strings.EqualFold(string(k), name) {
+			return string(v)
+		}
+	}
+	return ""
+}
+
+// requestID returns the client's X-Request-ID when it is a safe token, or a
+// new random id.
+func requestID(ctx *fasthttp.RequestCtx) string {
+	if id := header(ctx, "X-Request-ID"); id != "" && len(id) <= 128 && safeToken(id) {
+		return id
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func safeToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// prefersRussian reports whether the Accept-Language value ranks a Russian
+// tag highest (by q value, first listed on a tie).
+func prefersRussian(value string) bool {
+	best, bestQ := "", -1.0
+	for _, part := range strings.Split(value, ",") {
+		tag, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if tag == "" {
+			continue
+		}
+		q := 1.0
+		if v, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				q = f
+			}
+		}
+		if q > bestQ {
+			best, bestQ = tag, q
+		}
+	}
+	primary, _, _ := strings.Cut(strings.ToLower(best), "-")
+	return primary == "ru"
+}

@@ -1,0 +1,387 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Publish is one publishing handed to a ConfirmChannel. Done is called exactly
+// once, from a goroutine of the channel: with nil after basic.ack, or with an
+// error that wraps ErrUnroutable, ErrNacked, ErrNotSent, ErrOutcomeUnknown,
+// ErrExchangeNotFound or ErrAccessRefused. Done must not block.
+type Publish struct {
+	Msg *Message
+	// Deadline, when set, is the time after which the publishing is not
+	// sent any more (its caller has stopped waiting); Done then receives
+	// ErrNotSent.
+	Deadline time.Time
+	Done     func(err error)
+
+	returned *Error
+}
+
+// ConfirmChannel is a channel in confirm mode that pipelines many
+// publishings: one writer goroutine sends them in order and one monitor
+// goroutine matches each confirm with its publishing by delivery tag, and
+// each return by the publish id header. Both goroutines end when the channel
+// closes; every Publish still waiting then receives exactly one Done call.
+type ConfirmChannel struct {
+	id      uint64
+	ch      *amqp.Channel
+	queue   chan *Publish
+	stopped chan struct{}
+	ended   chan struct{}
+	onClose func(err error)
+
+	inFlight atomic.Int64
+
+	mu       sync.Mutex
+	pending  map[uint64]*Publish
+	closed   bool
+	closeErr error
+}
+
+// ChannelOptions sizes a ConfirmChannel.
+type ChannelOptions struct {
+	// QueueLength is how many publishings may wait for the writer.
+	QueueLength int
+	// NotifyBuffer is the buffer of the confirm and return listeners.
+	NotifyBuffer int
+}
+
+// OpenConfirmChannel opens a channel on conn, puts it in confirm mode and
+// starts its writer and monitor goroutines. id names the channel in publish
+// ids and must be unique within the process. onClose is called once, after
+// every pending Publish was answered, with the reason the channel closed (nil
+// when Close was called). It blocks for the channel.open and confirm.select
+// round trips.
+func OpenConfirmChannel(conn *Connection, id uint64, opts ChannelOptions, onClose func(err error)) (*ConfirmChannel, error) {
+	if opts.QueueLength <= 0 {
+		opts.QueueLength = 256
+	}
+	if opts.NotifyBuffer <= 0 {
+		opts.NotifyBuffer = 1024
+	}
+	ch, err := conn.raw.Channel()
+	if err != nil {
+		return nil, classify("channel.open", "", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, classify("confirm.select", "", err)
+	}
+
+	c := &ConfirmChannel{
+		id:      id,
+		ch:      ch,
+		queue:   make(chan *Publish, opts.QueueLength),
+		stopped: make(chan struct{}),
+		ended:   make(chan struct{}),
+		onClose: onClose,
+		pending: make(map[uint64]*Publish),
+	}
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, opts.NotifyBuffer))
+	returns := ch.NotifyReturn(make(chan amqp.Return, opts.NotifyBuffer))
+	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+
+	writerDone := make(chan struct{})
+	go c.write(writerDone)
+	go c.monitor(confirms, returns, closes, writerDone)
+	return c, nil
+}
+
+// ID returns the id given to OpenConfirmChannel.
+func (c *ConfirmChannel) ID() uint64 { return c.id }
+
+// InFlight returns the number of publishings queued or waiting for a confirm.
+func (c *ConfirmChannel) InFlight() int { return int(c.inFlight.Load()) }
+
+// Enqueue hands p to the writer without blocking. It returns false when the
+// channel is closed or its queue is full; p.Done is then not called.
+func (c *ConfirmChannel) Enqueue(p *Publish) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	select {
+	case c.queue <- p:
+		c.inFlight.Add(1)
+		return true
+	default:
+		return false
+	}
+}
+
+// Closed reports whether the channel has closed or is closing.
+func (c *ConfirmChannel) Closed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// Close closes the AMQP channel. Publishings without a confirm receive
+// ErrOutcomeUnknown and queued ones ErrNotSent. It blocks until the channel's
+// goroutines have ended or timeout passes.
+func (c *ConfirmChannel) Close(timeout time.Duration) {
+	_ = c.ch.Close()
+	select {
+	case <-c.ended:
+	case <-time.After(timeout):
+	}
+}
+
+func (c *ConfirmChannel) finish(p *Publish, err error) {
+	c.inFlight.Add(-1)
+	p.Done(err)
+}
+
+// write sends queued publishings in order until the channel stops, then
+// answers what is still queued with ErrNotSent.
+func (c *ConfirmChannel) write(done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case p := <-c.queue:
+			c.send(p)
+		case <-c.stopped:
+			for {
+				select {
+				case p := <-c.queue:
+					c.finish(p, newError("basic.publish", ErrNotSent, true))
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (c *ConfirmChannel) send(p *Publish) {
+	if !p.Deadline.IsZero() && time.Now().After(p.Deadline) {
+		c.finish(p, &Error{Op: "basic.publish", Kind: ErrNotSent, Reason: "request deadline passed before sending", Retryable: true})
+		return
+	}
+
+	// The writer is the only goroutine that publishes on this channel, so the
+	// next sequence number is the delivery tag this publishing will get.
+	tag := c.ch.GetNextPublishSeqNo()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.finish(p, newError("basic.publish", ErrNotSent, true))
+		return
+	}
+	c.pending[tag] = p
+	c.mu.Unlock()
+
+	m := p.Msg
+	publishID := strconv.FormatUint(c.id, 10) + "." + strconv.FormatUint(tag, 10)
+	err := c.ch.PublishWithContext(context.Background(), m.Exchange, m.RoutingKey, m.Mandatory, false, m.publishing(publishID))
+	if err == nil {
+		return
+	}
+
+	// amqp091-go returns ErrClosed before writing when the channel is
+	// already closed; any other error may have left part of the frames on
+	// the wire.
+	kind := ErrOutcomeUnknown
+	if errors.Is(err, amqp.ErrClosed) {
+		kind = ErrNotSent
+	}
+	if q := c.take(tag); q != nil {
+		c.finish(q, &Error{Op: "basic.publish", Kind: kind, Reason: err.Error(), Retryable: true})
+	}
+}
+
+func (c *ConfirmChannel) take(tag uint64) *Publish {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.pending[tag]
+	if !ok {
+		return nil
+	}
+	delete(c.pending, tag)
+	return p
+}
+
+func (c *ConfirmChannel) peek(tag uint64) *Publish {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pending[tag]
+}
+
+// monitor matches confirms and returns with pending publishings until the
+// channel closes, then answers every publishing still pending.
+func (c *ConfirmChannel) monitor(confirms <-chan amqp.Confirmation, returns <-chan amqp.Return, closes <-chan *amqp.Error, writerDone <-chan struct{}) {
+	defer close(c.ended)
+
+	var closeErr *amqp.Error
+	for closes != nil {
+		select {
+		case r, ok := <-returns:
+			if !ok {
+				returns = nil
+				continue
+			}
+			c.handleReturn(&r)
+		case cf, ok := <-confirms:
+			if !ok {
+				confirms = nil
+				continue
+			}
+			c.handleConfirm(cf, returns)
+		case e, ok := <-closes:
+			if ok {
+				closeErr = e
+			}
+			closes = nil
+		}
+	}
+
+	// Stop the writer first, so that no publishing is added to pending
+	// while the rest is answered.
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	close(c.stopped)
+	<-writerDone
+
+	// amqp091-go closes the confirm and return listeners during the same
+	// shutdown; acks that arrived before the close are still buffered.
+	for confirms != nil || returns != nil {
+		select {
+		case r, ok := <-returns:
+			if !ok {
+				returns = nil
+				continue
+			}
+			c.handleReturn(&r)
+		case cf, ok := <-confirms:
+			if !ok {
+				confirms = nil
+				continue
+			}
+			c.handleConfirm(cf, returns)
+		}
+	}
+
+	var reason error
+	if closeErr != nil {
+		reason = classify("channel", "", closeErr)
+	}
+	c.failPending(closeErr)
+	_ = c.ch.Close()
+	if c.onClose != nil {
+		c.onClose(reason)
+	}
+}
+
+func (c *ConfirmChannel) handleConfirm(cf amqp.Confirmation, returns <-chan amqp.Return) {
+	// The broker sends basic.return before the basic.ack of the same
+	// publishing, and amqp091-go hands both over from one reader goroutine in
+	// frame order. Any return for this tag is therefore already buffered.
+	for drained := false; !drained && returns != nil; {
+		select {
+		case r, ok := <-returns:
+			if !ok {
+				drained = true
+				continue
+			}
+			c.handleReturn(&r)
+		default:
+			drained = true
+		}
+	}
+
+	p := c.take(cf.DeliveryTag)
+	if p == nil {
+		return
+	}
+	switch {
+	case p.returned != nil:
+		c.finish(p, p.returned)
+	case cf.Ack:
+		c.finish(p, nil)
+	default:
+		c.finish(p, &Error{Op: "basic.publish", Kind: ErrNacked, Retryable: true})
+	}
+}
+
+func (c *ConfirmChannel) handleReturn(r *amqp.Return) {
+	id, _ := r.Headers[PublishIDHeader].(string)
+	channelPart, tagPart, found := strings.Cut(id, ".")
+	if !found || channelPart != strconv.FormatUint(c.id, 10) {
+		return
+	}
+	tag, err := strconv.ParseUint(tagPart, 10, 64)
+	if err != nil {
+		return
+	}
+	if p := c.peek(tag); p != nil {
+		c.mu.Lock()
+		p.returned = &Error{Op: "basic.publish", Kind: ErrUnroutable, Code: int(r.ReplyCode), Reason: r.ReplyText}
+		c.mu.Unlock()
+	}
+}
+
+var closedOnEntity = regexp.MustCompile(`(?:no exchange|access to exchange) '((?:[^'\\]|\\.)*)'`)
+
+// failPending answers publishings that got no confirm before the channel
+// closed. When the broker closed the channel because of one publishing (a
+// missing exchange, a refused permission), that publishing receives the
+// matching error; the broker ignores every frame after it, so later ones were
+// never processed and receive ErrNotSent. Earlier ones may or may not be
+// stored and receive ErrOutcomeUnknown.
+func (c *ConfirmChannel) failPending(closeErr *amqp.Error) {
+	c.mu.Lock()
+	tags := make([]uint64, 0, len(c.pending))
+	for tag := range c.pending {
+		tags = append(tags, tag)
+	}
+	c.mu.Unlock()
+	sort.Slice(tags, func(i, j int) bool { return tags[i] < tags[j] })
+
+	var culpritKind error
+	var culpritExchange string
+	if closeErr != nil && (closeErr.Code == amqp.NotFound || closeErr.Code == amqp.AccessRefused) {
+		if m := closedOnEntity.FindStringSubmatch(closeErr.Reason); m != nil {
+			culpritExchange = m[1]
+			culpritKind = ErrExchangeNotFound
+			if closeErr.Code == amqp.AccessRefused {
+				culpritKind = ErrAccessRefused
+			}
+		}
+	}
+
+	afterCulprit := false
+	for _, tag := range tags {
+		p := c.take(tag)
+		if p == nil {
+			continue
+		}
+		switch {
+		case afterCulprit:
+			c.finish(p, &Error{Op: "basic.publish", Kind: ErrNotSent, Reason: "channel closed by an earlier publishing", Retryable: true})
+		case culpritKind != nil && p.Msg.Exchange == culpritExchange:
+			afterCulprit = true
+			c.finish(p, &Error{Op: "basic.publish", Kind: culpritKind, Code: closeErr.Code, Reason: closeErr.Reason})
+		default:
+			reason := "channel closed"
+			if closeErr != nil {
+				reason = fmt.Sprintf("channel closed: %d %s", closeErr.Code, closeErr.Reason)
+			}
+			c.finish(p, &Error{Op: "basic.publish", Kind: ErrOutcomeUnknown, Reason: reason, Retryable: true})
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package transport
+
+import (
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// PublishIDHeader is the message header that carries the router's publish id
+// ("<channel id>.<delivery tag>"). It matches a basic.return with its
+// publishing, and consumers may use it to detect duplicates after a retry.
+const PublishIDHeader = "x-rmqrouter-publish-id"
+
+// Message is a publishing with its routing. Body and Headers belong to the
+// Message once it is passed to a channel: callers must not change them.
+type Message struct {
+	Exchange   string
+	RoutingKey string
+	Mandatory  bool
+
+	ContentType   string
+	DeliveryMode  uint8 // 1 transient, 2 persistent
+	Priority      uint8
+	CorrelationID string
+	MessageID     string
+	Expiration    string // milliseconds, as text
+	Type          string
+	Timestamp     time.Time
+	Headers       map[string]any
+	Body          []byte
+}
+
+func (m *Message) publishing(publishID string) amqp.Publishing {
+	headers := make(amqp.Table, len(m.Headers)+1)
+	for k, v := range m.Headers {
+		headers[k] = v
+	}
+	headers[PublishIDHeader] = publishID
+	return amqp.Publishing{
+		Headers:       headers,
+		ContentType:   m.ContentType,
+		DeliveryMode:  m.DeliveryMode,
+		Priority:      m.Priority,
+		CorrelationId: m.CorrelationID,
+		MessageId:     m.MessageID,
+		Expiration:    m.Expiration,
+		Type:          m.Type,
+		Timestamp:     m.Timestamp,
+		Body:          m.Body,
+	}
+}
+
+// Delivery is a message received from a queue.
+type Delivery struct {
+	BrokerTag     uint64
+	Generation    uint64
+	Exchange      string
+	RoutingKey    string
+	Redelivered   bool
+	ContentType   string
+	CorrelationID string
+	MessageID     string
+	Priority      uint8
+	DeliveryMode  uint8
+	Timestamp     time.Time
+	Headers       map[string]any
+	Body          []byte
+}
+
+func newDelivery(d *amqp.Delivery, generation uint64) Delivery {
+	return Delivery{
+		BrokerTag:     d.DeliveryTag,
+		Generation:    generation,
+		Exchange:      d.Exchange,
+		RoutingKey:    d.RoutingKey,
+		Redelivered:   d.Redelivered,
+		ContentType:   d.ContentType,
+		CorrelationID: d.CorrelationId,
+		MessageID:     d.MessageId,
+		Priority:      d.Priority,
+		DeliveryMode:  d.DeliveryMode,
+		Timestamp:     d.Timestamp,
+		Headers:       map[string]any(d.Headers),
+		Body:          d.Body,
+	}
+}
