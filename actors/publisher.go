@@ -128,19 +128,35 @@ func (a *publisherActor) dispatch(ctx actor.Context, cmd *publishCmd) {
 		},
 	}
 
-	best := -1
-	for i, ch := range a.channels {
-		if best < 0 || ch.InFlight() < a.channels[best].InFlight() {
-			best = i
+	// Try the open channels, fewest in flight first. A channel that the
+	// broker closed stays in the pool until its channelClosed message
+	// arrives, so skip closed ones; when all are closed, wait for a new one.
+	open := 0
+	for tried := make([]bool, len(a.channels)); ; {
+		best := -1
+		for i, ch := range a.channels {
+			if tried[i] || ch.Closed() {
+				continue
+			}
+			if best < 0 || ch.InFlight() < a.channels[best].InFlight() {
+				best = i
+			}
 		}
-	}
-	if a.channels[best].Enqueue(p) {
-		return
-	}
-	for i, ch := range a.channels {
-		if i != best && ch.Enqueue(p) {
+		if best < 0 {
+			break
+		}
+		open++
+		tried[best] = true
+		if a.channels[best].Enqueue(p) {
 			return
 		}
+	}
+	if open == 0 {
+		if a.opening == 0 {
+			a.openChannel(ctx)
+		}
+		a.waiting = append(a.waiting, cmd)
+		return
 	}
 	a.answer(cmd, ErrTooManyInFlight)
 }

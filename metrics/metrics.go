@@ -35,6 +35,9 @@ type Metrics struct {
 	HTTPDuration *prometheus.HistogramVec
 }
 
+// PublishOutcomes are the values of the outcome label of PublishDuration.
+var PublishOutcomes = []string{"accepted", "unroutable", "exchange_not_found", "nacked", "access_refused", "blocked", "failed"}
+
 // latencyBuckets spans 0.5 ms to 30 s: confirms on loopback take about a
 // millisecond, and a publish timeout is tens of seconds.
 var latencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
@@ -87,6 +90,14 @@ func New() *Metrics {
 			Help:    "HTTP request duration, by route.",
 			Buckets: latencyBuckets,
 		}, []string{"route"}),
+	}
+	// Create the common series up front, so that dashboards and alerts see
+	// zeros instead of missing series before the first event.
+	for _, outcome := range PublishOutcomes {
+		m.PublishDuration.WithLabelValues(outcome)
+	}
+	for _, event := range []string{"published", "returned", "delivered", "acked", "rejected"} {
+		m.Messages.WithLabelValues(event)
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
