@@ -146,6 +146,10 @@ func (a *sessionActor) open(ctx actor.Context) {
 			},
 		})
 		root.Send(self, &consumerOpened{consumer: c, generation: generation, err: err})
+		if c != nil {
+			// The actor sees consumerOpened before the first delivery.
+			c.Start()
+		}
 	})
 }
 

@@ -20,7 +20,7 @@ type ConsumerOptions struct {
 }
 
 // ConsumerHandler receives a consumer's events. OnDelivery is called from one
-// goroutine, in delivery order, and must not block. OnClose is called once,
+// goroutine, in delivery order, only after Consumer.Start, and must not block. OnClose is called once,
 // after the last OnDelivery, with the reason the consumer ended (nil when
 // Close was called).
 type ConsumerHandler struct {
@@ -40,6 +40,9 @@ type Consumer struct {
 	mu      sync.Mutex
 	stopped bool
 	stop    chan struct{}
+
+	startOnce sync.Once
+	started   chan struct{}
 }
 
 type settleOp struct {
@@ -86,6 +89,7 @@ func OpenConsumer(conn *Connection, opts ConsumerOptions, h ConsumerHandler) (*C
 		generation: opts.Generation,
 		settles:    make(chan settleOp, 1024),
 		stop:       make(chan struct{}),
+		started:    make(chan struct{}),
 	}
 	pumpDone := make(chan struct{})
 	go c.pump(deliveries, h.OnDelivery, pumpDone)
@@ -97,8 +101,17 @@ func OpenConsumer(conn *Connection, opts ConsumerOptions, h ConsumerHandler) (*C
 // Generation returns the generation given to OpenConsumer.
 func (c *Consumer) Generation() uint64 { return c.generation }
 
+// Start lets deliveries flow to OnDelivery. Until it is called they wait in
+// amqp091-go's buffer, so the owner can record the Consumer before the first
+// delivery reaches it. Close and a closing channel start the flow too, so
+// that it can drain.
+func (c *Consumer) Start() {
+	c.startOnce.Do(func() { close(c.started) })
+}
+
 func (c *Consumer) pump(deliveries <-chan amqp.Delivery, onDelivery func(Delivery), done chan<- struct{}) {
 	defer close(done)
+	<-c.started
 	for d := range deliveries {
 		onDelivery(newDelivery(&d, c.generation))
 	}
@@ -151,6 +164,7 @@ func (c *Consumer) watch(closes <-chan *amqp.Error, cancels <-chan string, pumpD
 	}
 	for range cancels {
 	}
+	c.Start()
 	<-pumpDone
 	c.mu.Lock()
 	c.stopped = true
@@ -192,5 +206,6 @@ func (c *Consumer) enqueue(op settleOp) {
 // Close closes the channel without blocking for the broker; the broker
 // requeues every unacknowledged delivery. OnClose follows with nil.
 func (c *Consumer) Close() {
+	c.Start()
 	go func() { _ = c.ch.Close() }()
 }

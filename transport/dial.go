@@ -39,7 +39,14 @@ type ParsedURL struct {
 func ParseURL(raw string) (ParsedURL, error) {
 	u, err := amqp.ParseURI(raw)
 	if err != nil {
+		if _, perr := url.Parse(raw); perr != nil {
+			// The parser's message quotes the whole URL, password included.
+			return ParsedURL{}, fmt.Errorf("invalid AMQP URL %s: not a valid URL; percent-encode reserved characters in the user name and password", Redact(raw))
+		}
 		return ParsedURL{}, fmt.Errorf("invalid AMQP URL %s: %s", Redact(raw), redactMessage(err.Error(), raw))
+	}
+	if u.Port < 1 || u.Port > 65535 {
+		return ParsedURL{}, fmt.Errorf("invalid AMQP URL %s: port %d is outside 1..65535", Redact(raw), u.Port)
 	}
 	return ParsedURL{
 		Endpoint: Endpoint{Scheme: u.Scheme, Host: u.Host, Port: u.Port},
@@ -65,6 +72,7 @@ func Redact(raw string) string {
 }
 
 func redactMessage(msg, raw string) string {
+	msg = strings.ReplaceAll(msg, raw, Redact(raw))
 	if u, err := url.Parse(raw); err == nil && u.User != nil {
 		if p, has := u.User.Password(); has && p != "" {
 			msg = strings.ReplaceAll(msg, p, "xxxxx")

@@ -199,7 +199,7 @@ func (c *config) validate() error {
 		return errors.New("invalid --retry-max-delay: must not be less than --retry-base-delay")
 	}
 	ints := []struct {
-		name     string
+		name      string
 		v, lo, hi int
 	}{
 		{"max-body-bytes", c.MaxBodyBytes, 1, 512 << 20},

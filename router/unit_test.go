@@ -1,0 +1,255 @@
+package router
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/rmqrouter/rmqrouter/actors"
+	"github.com/rmqrouter/rmqrouter/metrics"
+	"github.com/rmqrouter/rmqrouter/security"
+	"github.com/rmqrouter/rmqrouter/transport"
+)
+
+// fakeBackend records calls and returns a preset error.
+type fakeBackend struct {
+	mu        sync.Mutex
+	err       error
+	published []*transport.Message
+	fetch     actors.FetchResult
+	panicWith any
+}
+
+func (f *fakeBackend) Publish(_ context.Context, _ *security.Credentials, _ string, msg *transport.Message) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.panicWith != nil {
+		panic(f.panicWith)
+	}
+	f.published = append(f.published, msg)
+	return f.err
+}
+
+func (f *fakeBackend) Fetch(context.Context, *security.Credentials, string, string, time.Duration, bool) (actors.FetchResult, error) {
+	return f.fetch, f.err
+}
+
+func (f *fakeBackend) Settle(context.Context, *security.Credentials, uint64, bool, bool) error {
+	return f.err
+}
+
+func (f *fakeBackend) DefaultVhost() string { return "/" }
+
+type syncWriter struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+func newTestServer(b Backend) (*Server, *syncWriter) {
+	logs := &syncWriter{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return New(Config{PublishTimeout: time.Second}, b, security.NewStore(10), metrics.New(), log, nil), logs
+}
+
+func serve(s *Server, method, uri, auth string, body []byte, headers map[string]string) *fasthttp.Response {
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.SetMethod(method)
+	ctx.Request.SetRequestURI(uri)
+	if auth != "" {
+		ctx.Request.Header.Set("Authorization", auth)
+	}
+	for k, v := range headers {
+		ctx.Request.Header.Set(k, v)
+	}
+	ctx.Request.SetBody(body)
+	s.Handle(&ctx)
+	resp := &fasthttp.Response{}
+	ctx.Response.CopyTo(resp)
+	return resp
+}
+
+func guestAuth() string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte("guest:guest-secret-pw"))
+}
+
+func TestBackendErrorsMapToStatus(t *testing.T) {
+	cases := []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{&transport.Error{Kind: transport.ErrUnroutable, Code: 312, Reason: "NO_ROUTE"}, 422, "unroutable"},
+		{&transport.Error{Kind: transport.ErrNacked}, 502, "publish_nacked"},
+		{actors.ErrConfirmTimeout, 504, "confirm_timeout"},
+		{&transport.Error{Kind: transport.ErrExchangeNotFound}, 404, "exchange_not_found"},
+		{&transport.Error{Kind: transport.ErrAccessRefused}, 403, "access_refused"},
+		{&transport.Error{Kind: transport.ErrAuthenticationFailed}, 401, "authentication_failed"},
+		{&transport.Error{Kind: transport.ErrBlocked}, 503, "broker_blocked"},
+		{&transport.Error{Kind: transport.ErrOutcomeUnknown}, 503, "broker_unavailable"},
+		{&transport.Error{Kind: transport.ErrNotSent}, 503, "broker_unavailable"},
+		{actors.ErrCapacityExhausted, 503, "capacity_exhausted"},
+		{actors.ErrShuttingDown, 503, "shutting_down"},
+		{actors.ErrTooManyInFlight, 429, "too_many_in_flight"},
+	}
+	for _, c := range cases {
+		s, _ := newTestServer(&fakeBackend{err: c.err})
+		resp := serve(s, "POST", "/v1/publish", guestAuth(), []byte(`{"exchange":"x","routing_key":"k","payload":"p"}`), nil)
+		if resp.StatusCode() != c.status {
+			t.Errorf("%v: status %d, want %d", c.err, resp.StatusCode(), c.status)
+			continue
+		}
+		var body map[string]string
+		if err := json.Unmarshal(resp.Body(), &body); err != nil || body["error"] != c.code {
+			t.Errorf("%v: body %s, want code %s", c.err, resp.Body(), c.code)
+		}
+		if (c.status == 429 || c.status == 503) && len(resp.Header.Peek("Retry-After")) == 0 {
+			t.Errorf("%v: %d without Retry-After", c.err, c.status)
+		}
+	}
+}
+
+func TestUnknownErrorIs500AndLogged(t *testing.T) {
+	s, logs := newTestServer(&fakeBackend{err: errors.New("surprise")})
+	resp := serve(s, "POST", "/v1/publish", guestAuth(), []byte(`{"exchange":"x","routing_key":"k","payload":"p"}`), nil)
+	if resp.StatusCode() != 500 {
+		t.Fatalf("status %d, want 500 for an unmapped error", resp.StatusCode())
+	}
+	if !strings.Contains(logs.String(), "internal_error") {
+		t.Fatal("500 not logged")
+	}
+}
+
+func TestPanicIsRecovered(t *testing.T) {
+	s, logs := newTestServer(&fakeBackend{panicWith: "boom"})
+	resp := serve(s, "POST", "/v1/publish", guestAuth(), []byte(`{"exchange":"x","routing_key":"k","payload":"p"}`), nil)
+	if resp.StatusCode() != 500 {
+		t.Fatalf("status %d, want 500", resp.StatusCode())
+	}
+	if !strings.Contains(logs.String(), "handler panicked") {
+		t.Fatal("panic not logged")
+	}
+}
+
+func TestHandlerCopiesBodyBeforeBackend(t *testing.T) {
+	f := &fakeBackend{}
+	s, _ := newTestServer(f)
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.SetMethod("POST")
+	ctx.Request.SetRequestURI("/v1/exchanges/amq.default/publish?routing_key=k")
+	ctx.Request.Header.Set("Authorization", guestAuth())
+	ctx.Request.SetBody([]byte("original"))
+	s.Handle(&ctx)
+
+	// fasthttp reuses the body buffer for the next request.
+	copy(ctx.Request.Body(), "CLOBBER!")
+	if got := string(f.published[0].Body); got != "original" {
+		t.Fatalf("message body changed with the request buffer: %q", got)
+	}
+}
+
+func TestLogsCarryRequestIDAndNoSecrets(t *testing.T) {
+	s, logs := newTestServer(&fakeBackend{err: &transport.Error{Kind: transport.ErrBrokerUnavailable}})
+	serve(s, "POST", "/v1/publish", guestAuth(), []byte(`{"exchange":"x","routing_key":"k","payload":"p"}`), map[string]string{"X-Request-ID": "req-1"})
+	out := logs.String()
+	if !strings.Contains(out, `"request_id":"req-1"`) {
+		t.Fatalf("log lacks request_id: %s", out)
+	}
+	for _, secret := range []string{"guest-secret-pw", base64.StdEncoding.EncodeToString([]byte("guest:guest-secret-pw"))} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("log reveals a secret: %s", out)
+		}
+	}
+}
+
+func TestRequestIDGeneratedForUnsafeValue(t *testing.T) {
+	s, _ := newTestServer(&fakeBackend{})
+	resp := serve(s, "GET", "/health", "", nil, map[string]string{"X-Request-ID": "bad id\x01"})
+	id := string(resp.Header.Peek("X-Request-ID"))
+	if id == "" || strings.Contains(id, "bad") {
+		t.Fatalf("X-Request-ID = %q, want a generated id", id)
+	}
+}
+
+func TestPrefersRussian(t *testing.T) {
+	cases := map[string]bool{
+		"ru":                     true,
+		"ru-RU,en;q=0.5":         true,
+		"en,ru;q=0.9":            false,
+		"en;q=0.1, ru;q=0.8":     true,
+		"":                       false,
+		"de-DE":                  false,
+		"RU-ru":                  true,
+		"en-US,en;q=0.9,ru;q=1x": false,
+	}
+	for header, want := range cases {
+		if got := prefersRussian(header); got != want {
+			t.Errorf("prefersRussian(%q) = %v, want %v", header, got, want)
+		}
+	}
+}
+
+func TestFetchBodyEncoding(t *testing.T) {
+	cases := []struct {
+		body     []byte
+		want     string
+		encoding string
+	}{
+		{[]byte(`{"a":1}`), `{"a":1}`, ""},
+		{[]byte(`[1,2]`), `[1,2]`, ""},
+		{[]byte("plain"), `"plain"`, ""},
+		{[]byte{0xff, 0x00}, `"/wA="`, "base64"},
+		{nil, `""`, ""},
+	}
+	for _, c := range cases {
+		got, enc := encodeBody(&transport.Delivery{Body: c.body})
+		if string(got) != c.want || enc != c.encoding {
+			t.Errorf("encodeBody(%q) = %s %q, want %s %q", c.body, got, enc, c.want, c.encoding)
+		}
+	}
+}
+
+// FuzzPublishNever500 feeds arbitrary bodies and raw headers to the publish
+// handlers: bad input must be a 4xx, never a 500 or a panic.
+func FuzzPublishNever500(f *testing.F) {
+	f.Add([]byte(`{"exchange":"","routing_key":"k","payload":{"a":1}}`), "X-Priority", "5")
+	f.Add([]byte(`{"exchange":"","routing_key":"k","payload":"s","headers":{"":"x"}}`), "X-Header-", "v")
+	f.Add([]byte(`{"payload":[1]}`), "X-Expiration", "-1")
+	f.Add([]byte(`{"exchange":"\u0000"}`), "Content-Type", "")
+	s, _ := newTestServer(&fakeBackend{})
+	f.Fuzz(func(t *testing.T, body []byte, hname, hvalue string) {
+		for _, uri := range []string{"/v1/publish", "/v1/exchanges/amq.default/publish?routing_key=k", "/v1/fetch", "/v1/reject/1"} {
+			var ctx fasthttp.RequestCtx
+			ctx.Request.Header.SetMethod("POST")
+			ctx.Request.SetRequestURI(uri)
+			ctx.Request.Header.Set("Authorization", guestAuth())
+			if hname != "" && !strings.ContainsAny(hname, ":\r\n \t") && !strings.ContainsAny(hvalue, "\r\n") {
+				ctx.Request.Header.Set(hname, hvalue)
+			}
+			ctx.Request.SetBody(body)
+			s.Handle(&ctx)
+			if code := ctx.Response.StatusCode(); code >= 500 {
+				t.Fatalf("%s with body %q and header %q=%q: status %d: %s", uri, body, hname, hvalue, code, ctx.Response.Body())
+			}
+		}
+	})
+}
