@@ -46,9 +46,8 @@ type ConfirmChannel struct {
 	inFlight atomic.Int64
 
 	mu       sync.Mutex
-	pending  map[uint64]*Publish
-	closed   bool
-	closeErr error
+	pending map[uint64]*Publish
+	closed  bool
 }
 
 // ChannelOptions sizes a ConfirmChannel.
