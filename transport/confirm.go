@@ -45,7 +45,7 @@ type ConfirmChannel struct {
 
 	inFlight atomic.Int64
 
-	mu       sync.Mutex
+	mu      sync.Mutex
 	pending map[uint64]*Publish
 	closed  bool
 }
