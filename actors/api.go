@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -63,8 +64,20 @@ type Config struct {
 	RetryBaseDelay   time.Duration
 	RetryMaxDelay    time.Duration
 	RetryMaxAttempts int
-	// StaleTagRetention is how long a stale delivery tag is remembered.
+	// StaleTagRetention is how long a stale delivery tag, and the reason
+	// an explicit session ended, are remembered.
 	StaleTagRetention time.Duration
+	// MaxSessions caps the explicit consumer sessions of the process, and
+	// MaxSessionsPerUser those of one user name.
+	MaxSessions        int
+	MaxSessionsPerUser int
+	// Breaker configures the circuit breaker of each route.
+	Breaker BreakerConfig
+	// BulkheadMaxConcurrent and BulkheadMaxWaiting bound the publish
+	// requests of one connection in flight and waiting for a slot. A
+	// negative BulkheadMaxWaiting allows no waiting.
+	BulkheadMaxConcurrent int
+	BulkheadMaxWaiting    int
 }
 
 func (c Config) withDefaults() Config {
@@ -102,6 +115,28 @@ func (c Config) withDefaults() Config {
 	if c.RetryMaxAttempts <= 0 {
 		c.RetryMaxAttempts = 10
 	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = 10000
+	}
+	if c.MaxSessionsPerUser <= 0 {
+		c.MaxSessionsPerUser = 100
+	}
+	if c.Breaker.FailureThreshold <= 0 {
+		c.Breaker.FailureThreshold = 5
+	}
+	def(&c.Breaker.Window, 10*time.Second)
+	def(&c.Breaker.RecoveryTimeout, 30*time.Second)
+	if c.Breaker.HalfOpenRequests <= 0 {
+		c.Breaker.HalfOpenRequests = 1
+	}
+	if c.BulkheadMaxConcurrent <= 0 {
+		c.BulkheadMaxConcurrent = 100
+	}
+	if c.BulkheadMaxWaiting < 0 {
+		c.BulkheadMaxWaiting = 0
+	} else if c.BulkheadMaxWaiting == 0 {
+		c.BulkheadMaxWaiting = 50
+	}
 	return c
 }
 
@@ -117,7 +152,9 @@ type System struct {
 	root       *actor.RootContext
 	supervisor *actor.PID
 	tags       *tagRegistry
+	sessions   *sessionRegistry
 
+	bulkheads  sync.Map // route key → *bulkhead
 	channelIDs atomic.Uint64
 	stopping   atomic.Bool
 	inFlight   sync.WaitGroup
@@ -133,6 +170,7 @@ func NewSystem(cfg Config, log *slog.Logger, m *metrics.Metrics) *System {
 		log:        log,
 		metrics:    m,
 		tags:       newTagRegistry(),
+		sessions:   newSessionRegistry(),
 		stopTicker: make(chan struct{}),
 	}
 	s.actors = actor.NewActorSystem(
@@ -145,7 +183,7 @@ func NewSystem(cfg Config, log *slog.Logger, m *metrics.Metrics) *System {
 	s.actors.EventStream.Subscribe(s.onDeadLetter)
 	s.supervisor = s.root.Spawn(actor.PropsFromProducer(func() actor.Actor {
 		return newSupervisorActor(s)
-	}, actor.WithSupervisor(connectionStrategy(s))))
+	}))
 
 	s.goTask(s.sweepTags)
 	return s
@@ -167,6 +205,7 @@ func (s *System) sweepTags() {
 		select {
 		case <-t.C:
 			s.tags.sweep(s.cfg.StaleTagRetention)
+			s.sessions.sweep(s.cfg.StaleTagRetention)
 		case <-s.stopTicker:
 			return
 		}
@@ -188,7 +227,8 @@ func (s *System) onDeadLetter(evt any) {
 // Publish sends msg through the connection actor of (vhost, creds) and
 // waits for the broker's confirm. It returns nil only after basic.ack. When
 // ctx ends first it returns ErrConfirmTimeout: the message may still be
-// stored.
+// stored. Before the request reaches a mailbox it takes a slot of the
+// route's bulkhead, or fails at once with ErrTooManyInFlight.
 func (s *System) Publish(ctx context.Context, creds *security.Credentials, vhost string, msg *transport.Message) error {
 	if s.stopping.Load() {
 		return ErrShuttingDown
@@ -196,8 +236,19 @@ func (s *System) Publish(ctx context.Context, creds *security.Credentials, vhost
 	s.inFlight.Add(1)
 	defer s.inFlight.Done()
 
+	r := s.route(creds, vhost)
+	bh := s.bulkheadOf(r.key)
+	if err := bh.circuitOpen(time.Now()); err != nil {
+		return err
+	}
+	if err := bh.acquire(ctx); err != nil {
+		s.metrics.BulkheadRejections.Inc()
+		return err
+	}
+	defer bh.release()
+
 	cmd := &publishCmd{
-		route:  s.route(creds, vhost),
+		route:  r,
 		msg:    msg,
 		start:  time.Now(),
 		result: newReply[error](),
@@ -206,15 +257,61 @@ func (s *System) Publish(ctx context.Context, creds *security.Credentials, vhost
 		cmd.deadline = dl
 	}
 	s.root.Send(s.supervisor, cmd)
+	var err error
 	select {
-	case err := <-cmd.result.ch:
-		return err
+	case err = <-cmd.result.ch:
 	case <-ctx.Done():
 		if cmd.result.abandon() {
-			return ErrConfirmTimeout
+			err = ErrConfirmTimeout
+		} else {
+			err = <-cmd.result.ch
 		}
-		return <-cmd.result.ch
 	}
+	s.report(r.key, err, cmd.isProbe())
+	return err
+}
+
+// report feeds a request's outcome to the route's breaker: a confirm
+// timeout is a failure, and the outcome of a half-open probe closes or
+// reopens it. Other failures are reported by the actors where they happen,
+// once per event rather than once per request.
+func (s *System) report(key string, err error, probe bool) {
+	switch {
+	case errors.Is(err, ErrConfirmTimeout):
+		s.root.Send(s.supervisor, &infraEvent{key: key, failed: true, cause: "confirm timeout"})
+	case probe:
+		s.root.Send(s.supervisor, &infraEvent{key: key, failed: isInfraFailure(err), cause: fmt.Sprint(err)})
+	}
+}
+
+// isInfraFailure tells broker or network failures from client errors.
+func isInfraFailure(err error) bool {
+	return errors.Is(err, transport.ErrBrokerUnavailable) || errors.Is(err, transport.ErrOutcomeUnknown) ||
+		errors.Is(err, transport.ErrNotSent) || errors.Is(err, ErrConfirmTimeout) || errors.Is(err, ErrActorGone)
+}
+
+func (s *System) bulkheadOf(key string) *bulkhead {
+	if b, ok := s.bulkheads.Load(key); ok {
+		return b.(*bulkhead)
+	}
+	b, _ := s.bulkheads.LoadOrStore(key, newBulkhead(s.cfg.BulkheadMaxConcurrent, s.cfg.BulkheadMaxWaiting))
+	return b.(*bulkhead)
+}
+
+func (s *System) dropBulkhead(key string) { s.bulkheads.Delete(key) }
+
+// Snapshot returns the state of the supervision tree: per route, whether
+// its connection actor runs, its restarts, breaker and bulkhead.
+func (s *System) Snapshot(ctx context.Context) (*Snapshot, error) {
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	res, err := s.root.RequestFuture(s.supervisor, &snapshotRequest{}, timeout).Result()
+	if err != nil {
+		return nil, fmt.Errorf("supervision snapshot: %w", err)
+	}
+	return res.(*Snapshot), nil
 }
 
 // FetchResult is the outcome of Fetch: a delivery with the router's tag, or
@@ -234,24 +331,16 @@ func (s *System) Fetch(ctx context.Context, creds *security.Credentials, vhost, 
 	s.inFlight.Add(1)
 	defer s.inFlight.Done()
 
-	cmd := &fetchCmd{
-		route:   s.route(creds, vhost),
-		queue:   queue,
-		wait:    wait,
-		autoAck: autoAck,
-		result:  newReply[fetchOutcome](),
+	out := s.fetchImplicit(ctx, s.route(creds, vhost), queue, wait, autoAck)
+	if errors.Is(out.err, ErrActorGone) && ctx.Err() == nil {
+		// The session was ending; its connection actor has forgotten it
+		// by now and starts a new one.
+		out = s.fetchImplicit(ctx, s.route(creds, vhost), queue, wait, autoAck)
 	}
-	s.root.Send(s.supervisor, cmd)
-	select {
-	case out := <-cmd.result.ch:
-		return out.result, out.err
-	case <-ctx.Done():
-		if cmd.result.abandon() {
-			return FetchResult{}, ErrConfirmTimeout
-		}
-		out := <-cmd.result.ch
-		return out.result, out.err
+	if out.err != nil || len(out.results) == 0 {
+		return FetchResult{}, out.err
 	}
+	return out.results[0], nil
 }
 
 // Settle acknowledges (ack) or rejects a delivery by the router's tag. An

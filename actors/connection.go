@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -20,6 +21,14 @@ const (
 	connected
 )
 
+// panicRequest makes a connection actor panic while it processes a
+// request. Only tests send it, to check that supervision answers the
+// request once and restarts the actor.
+type panicRequest struct {
+	publishCmd
+	reason string
+}
+
 // maxWaiting bounds the requests a connection actor holds while it dials.
 const maxWaiting = 10000
 
@@ -34,12 +43,19 @@ type connectionActor struct {
 	conn       *transport.Connection
 	generation uint64
 	blocked    bool
-	attempt    int
+	attempt    int // consecutive failed dials
+	endpoint   int // index into cfg.Endpoints of the next dial
+	reconnect  bool
 	waiting    []routed
 
 	publisher *actor.PID
-	sessions  map[string]*actor.PID // queue → implicit session
-	queues    map[string]string     // session PID id → queue
+	// stopping is set when the actor stops for good (not when it
+	// restarts); its publisher then answers instead of sending again.
+	stopping *atomic.Bool
+	// sessions holds the consumer sessions by key: an implicit session by
+	// its queue name, an explicit one by explicitSessionKey(id).
+	sessions map[string]*actor.PID
+	queues   map[string]string // session PID id → session key
 }
 
 func newConnectionActor(s *System, r route) *connectionActor {
@@ -49,6 +65,7 @@ func newConnectionActor(s *System, r route) *connectionActor {
 		log:      s.log.With("user", r.creds.User, "vhost", r.vhost),
 		sessions: make(map[string]*actor.PID),
 		queues:   make(map[string]string),
+		stopping: new(atomic.Bool),
 	}
 }
 
@@ -60,6 +77,12 @@ func (a *connectionActor) Receive(ctx actor.Context) {
 		a.handle(ctx, msg)
 	case *fetchCmd:
 		a.handle(ctx, msg)
+	case *panicRequest:
+		panic("injected panic: " + msg.reason)
+	case *openSessionCmd:
+		a.handle(ctx, msg)
+	case *connectionWanted:
+		a.onConnectionWanted(ctx, msg)
 	case *dialResult:
 		a.onDialResult(ctx, msg)
 	case *connectionClosed:
@@ -73,7 +96,7 @@ func (a *connectionActor) Receive(ctx actor.Context) {
 			}
 		}
 	case *redial:
-		if a.state == disconnected && len(a.sessions) > 0 {
+		if a.state == disconnected && a.reconnect {
 			a.dial(ctx)
 		}
 	case *retire:
@@ -90,20 +113,36 @@ func (a *connectionActor) Receive(ctx actor.Context) {
 		if len(a.sessions) == 0 && len(a.waiting) == 0 {
 			a.log.Info("closing idle connection")
 			ctx.Send(ctx.Parent(), &retire{key: a.route.key, pid: ctx.Self()})
+		} else {
+			// protoactor disarms the timer once it fires.
+			ctx.SetReceiveTimeout(a.sys.cfg.ConnectionIdleTimeout)
 		}
 	case *actor.Restarting:
 		a.release(ErrActorGone)
 	case *actor.Stopping:
+		a.stopping.Store(true)
 		a.release(ErrShuttingDown)
 	}
 }
 
+// HandleFailure makes the connection actor the strategy of its publisher
+// and session children: restart with jittered backoff.
+func (a *connectionActor) HandleFailure(_ *actor.ActorSystem, supervisor actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, message any) {
+	kind := "publisher"
+	if _, ok := a.queues[child.Id]; ok {
+		kind = "session"
+	}
+	restarter{sys: a.sys, log: a.log}.handle(supervisor, child, rs, reason, message, kind)
+}
+
 // handle serves a request now when connected, or holds it and dials.
 func (a *connectionActor) handle(ctx actor.Context, msg routed) {
-	switch a.state {
-	case connected:
+	switch {
+	case a.state == connected && !a.conn.IsClosed():
 		a.dispatch(ctx, msg)
 	default:
+		// Also while the connection has closed but its connectionClosed
+		// message is still on the way: onClosed dials for held requests.
 		if len(a.waiting) >= maxWaiting {
 			msg.fail(ErrTooManyInFlight)
 			return
@@ -125,6 +164,8 @@ func (a *connectionActor) dispatch(ctx actor.Context, msg routed) {
 		ctx.Send(a.publisher, m)
 	case *fetchCmd:
 		ctx.Send(a.session(ctx, m.queue), m)
+	case *openSessionCmd:
+		a.openSession(ctx, m)
 	}
 }
 
@@ -133,9 +174,9 @@ func (a *connectionActor) session(ctx actor.Context, queue string) *actor.PID {
 	if pid, ok := a.sessions[queue]; ok {
 		return pid
 	}
-	conn, generation := a.conn, a.generation
+	conn, cfg := a.conn, implicitSession(a.sys.cfg, queue)
 	props := actor.PropsFromProducer(func() actor.Actor {
-		return newSessionActor(a.sys, a.route, queue, conn, generation)
+		return newSessionActor(a.sys, a.route, cfg, conn)
 	})
 	pid := ctx.Spawn(props)
 	a.sessions[queue] = pid
@@ -161,7 +202,7 @@ func (a *connectionActor) forgetSession(pid *actor.PID) {
 func (a *connectionActor) dial(ctx actor.Context) {
 	a.state = connecting
 	self, root, cfg, creds := ctx.Self(), a.sys.root, a.sys.cfg, a.route.creds
-	endpoint := cfg.Endpoints[a.attempt%len(cfg.Endpoints)]
+	endpoint := cfg.Endpoints[a.endpoint%len(cfg.Endpoints)]
 	vhost := a.route.vhost
 	a.sys.goTask(func() {
 		var conn *transport.Connection
@@ -191,16 +232,24 @@ func (a *connectionActor) onDialResult(ctx actor.Context, msg *dialResult) {
 			ctx.Send(ctx.Parent(), &retire{key: a.route.key, pid: ctx.Self()})
 			return
 		}
-		a.log.Warn("dial failed", "attempt", a.attempt+1, "error", msg.err)
-		a.scheduleRedial(ctx)
+		// Fail over: the next dial goes to the next endpoint.
+		a.endpoint++
+		a.attempt++
+		ctx.Send(ctx.Parent(), &infraEvent{key: a.route.key, failed: true, cause: "dial failed: " + msg.err.Error()})
+		a.scheduleRedial(ctx, msg.err)
 		return
 	}
 
 	a.state = connected
 	a.conn = msg.conn
 	a.generation++
+	if a.attempt > 0 {
+		a.log.Info("reconnected", "attempts", a.attempt)
+	}
 	a.attempt = 0
+	a.reconnect = false
 	a.blocked = false
+	ctx.Send(ctx.Parent(), &infraEvent{key: a.route.key})
 	a.sys.metrics.ActiveConnections.Inc()
 	a.log.Info("connection open", "generation", a.generation)
 
@@ -213,9 +262,9 @@ func (a *connectionActor) onDialResult(ctx actor.Context, msg *dialResult) {
 			root.Send(self, &connectionClosed{generation: generation, err: err})
 		})
 
-	conn := msg.conn
+	conn, stopping := msg.conn, a.stopping
 	a.publisher = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
-		return newPublisherActor(a.sys, conn)
+		return newPublisherActor(a.sys, conn, stopping)
 	}))
 	ready := &connectionReady{conn: conn, generation: generation}
 	for _, pid := range a.sessions {
@@ -229,20 +278,30 @@ func (a *connectionActor) onDialResult(ctx actor.Context, msg *dialResult) {
 	}
 }
 
-// scheduleRedial dials again after a jittered backoff while sessions wait
-// for the connection; without sessions the next request dials.
-func (a *connectionActor) scheduleRedial(ctx actor.Context) {
-	if len(a.sessions) == 0 {
+// scheduleRedial dials again after a full-jitter backoff while the actor
+// is reconnecting after a lost connection. Requests that arrive meanwhile
+// dial at once, so a new request is never held for a backoff delay. After
+// RetryMaxAttempts failed dials the actor retires; the next request starts
+// a fresh one. The first attempt and every fifth are logged at warn level,
+// the others at debug.
+func (a *connectionActor) scheduleRedial(ctx actor.Context, cause error) {
+	if !a.reconnect {
 		return
 	}
-	if a.attempt >= a.sys.cfg.RetryMaxAttempts {
-		a.log.Warn("giving up reconnecting; the next request dials again", "attempts", a.attempt)
-		a.attempt = 0
+	max := a.sys.cfg.RetryMaxAttempts
+	if a.attempt >= max {
+		a.log.Warn("giving up reconnecting; the next request dials again", "attempts", a.attempt, "error", cause)
+		a.failWaiting(cause)
+		ctx.Send(ctx.Parent(), &retire{key: a.route.key, pid: ctx.Self()})
 		return
 	}
 	delay := backoff(a.sys.cfg.RetryBaseDelay, a.sys.cfg.RetryMaxDelay, a.attempt)
-	a.attempt++
-	a.log.Info("reconnecting", "attempt", fmt.Sprintf("%d of %d", a.attempt, a.sys.cfg.RetryMaxAttempts), "delay", delay.String())
+	level := slog.LevelDebug
+	if a.attempt <= 1 || a.attempt%5 == 0 {
+		level = slog.LevelWarn
+	}
+	a.log.Log(context.Background(), level, "reconnecting",
+		"attempt", fmt.Sprintf("%d of %d", a.attempt+1, max), "delay", delay.String(), "error", fmt.Sprint(cause))
 	self, root := ctx.Self(), a.sys.root
 	time.AfterFunc(delay, func() { root.Send(self, &redial{}) })
 }
@@ -264,7 +323,17 @@ func (a *connectionActor) onClosed(ctx actor.Context, msg *connectionClosed) {
 	for _, pid := range a.sessions {
 		ctx.Send(pid, &connectionLost{})
 	}
-	a.scheduleRedial(ctx)
+	// A connection lost while requests were in flight counts against the
+	// breaker; an idle one closed by an operator does not.
+	if a.sys.bulkheadOf(a.route.key).snapshot().InFlight > 0 || len(a.sessions) > 0 {
+		ctx.Send(ctx.Parent(), &infraEvent{key: a.route.key, failed: true, cause: fmt.Sprint("connection lost: ", msg.err)})
+	}
+	a.reconnect = true
+	if len(a.waiting) > 0 {
+		a.dial(ctx)
+		return
+	}
+	a.scheduleRedial(ctx, msg.err)
 }
 
 func (a *connectionActor) failWaiting(err error) {

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -57,22 +58,45 @@ type publishCmd struct {
 	deadline time.Time
 	start    time.Time
 	retried  bool
-	result   *reply[error]
+	// uncertain is set when the first attempt ended without knowing
+	// whether the broker stored the message.
+	uncertain bool
+	probe     atomic.Bool
+	result    *reply[error]
 }
 
-func (c *publishCmd) fail(err error)           { c.result.send(err) }
+// prober is a request the supervisor can mark as the probe of a half-open
+// breaker.
+type prober interface{ markProbe() }
+
+func (c *publishCmd) markProbe()    { c.probe.Store(true) }
+func (c *publishCmd) isProbe() bool { return c.probe.Load() }
+
+// fail answers the request. When an earlier attempt may have stored the
+// message, a later infrastructure failure must not read as "not carried
+// out", so it is reported as ErrOutcomeUnknown.
+func (c *publishCmd) fail(err error) {
+	if c.uncertain && err != nil && isInfraFailure(err) && !errors.Is(err, transport.ErrOutcomeUnknown) {
+		err = &transport.Error{Op: "basic.publish", Kind: transport.ErrOutcomeUnknown, Reason: "the retry after a lost confirm failed too: " + err.Error(), Retryable: true}
+	}
+	c.result.send(err)
+}
 func (c *publishCmd) routeOf() route           { return c.route }
 func (c *publishCmd) IgnoreDeadLetterLogging() {}
 func (c *publishCmd) expired() bool            { return !c.deadline.IsZero() && time.Now().After(c.deadline) }
 
 type fetchOutcome struct {
-	result FetchResult
-	err    error
+	results []FetchResult
+	err     error
 }
 
+// fetchCmd asks a session for up to max messages (1 when zero). The
+// implicit session of /v1/fetch gets it through the supervisor by route and
+// queue; an explicit session gets it directly.
 type fetchCmd struct {
 	route   route
 	queue   string
+	max     int
 	wait    time.Duration
 	autoAck bool
 	result  *reply[fetchOutcome]

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -18,6 +19,9 @@ type publisherActor struct {
 	sys  *System
 	conn *transport.Connection
 	topo *transport.Topology
+	// parentStopping is set when the connection actor stops for good:
+	// publishings are then answered, not sent again.
+	parentStopping *atomic.Bool
 
 	channels []*transport.ConfirmChannel
 	opening  int
@@ -46,8 +50,8 @@ type exchangeChecked struct {
 
 type reopenChannel struct{ internal }
 
-func newPublisherActor(s *System, conn *transport.Connection) *publisherActor {
-	return &publisherActor{sys: s, conn: conn, topo: transport.NewTopology(conn, s.cfg.TopologyTTL)}
+func newPublisherActor(s *System, conn *transport.Connection, parentStopping *atomic.Bool) *publisherActor {
+	return &publisherActor{sys: s, conn: conn, topo: transport.NewTopology(conn, s.cfg.TopologyTTL), parentStopping: parentStopping}
 }
 
 func (a *publisherActor) Receive(ctx actor.Context) {
@@ -74,6 +78,14 @@ func (a *publisherActor) Receive(ctx actor.Context) {
 		}
 	case *connectionBlocked:
 		a.blocked = msg.blocked
+		if msg.blocked {
+			// Writes are stuck in the socket until the alarm clears:
+			// answer what is in flight now instead of at its timeout.
+			blocked := &transport.Error{Op: "basic.publish", Kind: transport.ErrBlocked, Reason: msg.reason, Retryable: true}
+			for _, ch := range a.channels {
+				ch.Abandon(blocked)
+			}
+		}
 	case *actor.Stopping, *actor.Restarting:
 		a.stop()
 	}
@@ -112,16 +124,22 @@ func (a *publisherActor) dispatch(ctx actor.Context, cmd *publishCmd) {
 		return
 	}
 
-	self, root := ctx.Self(), a.sys.root
+	root, supervisor, parentStopping := a.sys.root, a.sys.supervisor, a.parentStopping
 	p := &transport.Publish{
 		Msg:      cmd.msg,
 		Deadline: cmd.deadline,
 		Done: func(err error) {
-			// A publishing that never reached the socket is safe to
-			// send again; do it once, on whichever channel is open.
-			if errors.Is(err, transport.ErrNotSent) && !cmd.retried && !cmd.expired() {
+			// A publishing that never reached the socket is safe to send
+			// again. One whose channel or connection closed before the
+			// confirm may be stored or not: it is sent once more too, so
+			// the client may see a duplicate but never a lost 202. Both
+			// go through the supervisor, because this publisher may be
+			// stopping with its connection.
+			retryable := errors.Is(err, transport.ErrNotSent) || errors.Is(err, transport.ErrOutcomeUnknown)
+			if retryable && !cmd.retried && !cmd.expired() && !parentStopping.Load() {
 				cmd.retried = true
-				root.Send(self, cmd)
+				cmd.uncertain = errors.Is(err, transport.ErrOutcomeUnknown)
+				root.Send(supervisor, cmd)
 				return
 			}
 			a.answer(cmd, err)
@@ -184,7 +202,7 @@ func (a *publisherActor) answer(cmd *publishCmd, err error) {
 		outcome = "failed"
 	}
 	a.sys.metrics.PublishDuration.WithLabelValues(outcome).Observe(time.Since(cmd.start).Seconds())
-	cmd.result.send(err)
+	cmd.fail(err)
 }
 
 func (a *publisherActor) openChannel(ctx actor.Context) {
@@ -246,14 +264,21 @@ func (a *publisherActor) onChannelClosed(ctx actor.Context, msg *channelClosed) 
 	}
 }
 
-// stop closes every channel in a tracked goroutine; each answers what it
-// still holds.
+// stop answers every publishing the channels hold at once, since closing a
+// channel waits for the broker and the network may be what failed, then
+// closes the channels in a tracked goroutine. A publishing without its
+// confirm is sent once more through the supervisor when its deadline
+// allows; otherwise its outcome is reported unknown.
 func (a *publisherActor) stop() {
 	a.stopping = true
 	for _, cmd := range a.waiting {
 		a.answer(cmd, ErrActorGone)
 	}
 	a.waiting = nil
+	unknown := &transport.Error{Op: "basic.publish", Kind: transport.ErrOutcomeUnknown, Reason: "the publisher stopped before the confirm arrived", Retryable: true}
+	for _, ch := range a.channels {
+		ch.Abandon(unknown)
+	}
 	channels := a.channels
 	a.channels = nil
 	for range channels {

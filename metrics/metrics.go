@@ -24,11 +24,23 @@ type Metrics struct {
 	ChannelsOpen *prometheus.GaugeVec
 	// SessionsOpen is the number of consumer sessions.
 	SessionsOpen prometheus.Gauge
+	// SessionsExpired counts explicit sessions closed by their idle timeout.
+	SessionsExpired prometheus.Counter
+	// DeliveriesBuffered is the number of messages the sessions received
+	// from the broker and have not yet handed to a client.
+	DeliveriesBuffered prometheus.Gauge
 	// Messages counts messages by event: published, delivered, acked,
 	// rejected, returned.
 	Messages *prometheus.CounterVec
 	// ActorRestarts counts actor restarts and reconnects by actor kind.
 	ActorRestarts *prometheus.CounterVec
+	// BreakersOpen is the number of circuit breakers that are open or
+	// half-open.
+	BreakersOpen prometheus.Gauge
+	// BreakerTransitions counts breakers opening and closing, by new state.
+	BreakerTransitions *prometheus.CounterVec
+	// BulkheadRejections counts requests rejected by a full bulkhead.
+	BulkheadRejections prometheus.Counter
 	// HTTPRequests counts HTTP requests by route, method and status.
 	HTTPRequests *prometheus.CounterVec
 	// HTTPDuration is the HTTP request duration by route.
@@ -73,6 +85,14 @@ func New() *Metrics {
 			Name: "rmq_middleware_sessions_open",
 			Help: "Open consumer sessions, implicit ones of /v1/fetch included.",
 		}),
+		SessionsExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rmq_middleware_sessions_expired_total",
+			Help: "Explicit consumer sessions closed after their idle timeout.",
+		}),
+		DeliveriesBuffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rmq_middleware_deliveries_buffered",
+			Help: "Messages received by consumer sessions and not yet handed to a client.",
+		}),
 		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rmq_middleware_messages_total",
 			Help: "Messages by event: published (confirmed), returned, delivered, acked, rejected.",
@@ -81,6 +101,18 @@ func New() *Metrics {
 			Name: "rmq_middleware_actor_restarts_total",
 			Help: "Actor restarts and reconnects, by actor kind.",
 		}, []string{"kind"}),
+		BreakersOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rmq_middleware_circuit_breakers_open",
+			Help: "Circuit breakers that are open or half-open.",
+		}),
+		BreakerTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rmq_middleware_circuit_breaker_transitions_total",
+			Help: "Circuit breakers opening and closing, by the new state.",
+		}, []string{"state"}),
+		BulkheadRejections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rmq_middleware_bulkhead_rejections_total",
+			Help: "Requests rejected because a connection had too many in flight and waiting.",
+		}),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rmq_middleware_http_requests_total",
 			Help: "HTTP requests, by route, method and status code.",
@@ -104,7 +136,9 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.PublishDuration, m.ConsumeDuration, m.Errors, m.ActiveConnections,
 		m.ChannelsOpen, m.SessionsOpen, m.Messages, m.ActorRestarts,
+		m.SessionsExpired, m.DeliveriesBuffered,
 		m.HTTPRequests, m.HTTPDuration,
+		m.BreakersOpen, m.BreakerTransitions, m.BulkheadRejections,
 	)
 	return m
 }

@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rmqrouter/rmqrouter/actors"
 	"github.com/rmqrouter/rmqrouter/transport"
@@ -106,6 +107,20 @@ func mapError(err error, what string) *apiError {
 		return newAPIError(404, "delivery_tag_not_found",
 			"No unsettled message with this delivery tag belongs to these credentials.",
 			"Для этих учётных данных нет неподтверждённого сообщения с таким delivery tag.")
+	case errors.Is(err, actors.ErrSessionNotFound):
+		return errSessionNotFound(err)
+	case errors.Is(err, actors.ErrUserSessionLimit):
+		e := newAPIError(429, "rate_limited",
+			"This user holds the maximum number of open sessions; close one or retry later.",
+			"У пользователя открыто максимальное число сессий; закройте одну или повторите позже.")
+		e.retryAfter = 5
+		return e
+	case errors.Is(err, actors.ErrSessionLimit):
+		e := newAPIError(503, "capacity_exhausted",
+			"The router holds the maximum number of open sessions; retry later.",
+			"Маршрутизатор держит максимальное число открытых сессий; повторите позже.")
+		e.retryAfter = 5
+		return e
 	case errors.Is(err, actors.ErrDeliveryTagStale):
 		return newAPIError(410, "delivery_tag_stale",
 			"The delivery tag is from a channel that has closed since; the message will be delivered again with a new tag.",
@@ -128,6 +143,16 @@ func mapError(err error, what string) *apiError {
 		return newAPIError(502, "publish_nacked",
 			"The broker rejected the message with basic.nack; it was not stored. Retry later.",
 			"Брокер отклонил сообщение (basic.nack); оно не сохранено. Повторите позже.")
+	case errors.Is(err, actors.ErrCircuitOpen):
+		e := newAPIError(503, "circuit_open",
+			"Recent broker failures opened the circuit breaker of this connection; the request was not sent. Retry after the Retry-After delay.",
+			"Из-за недавних сбоев брокера автомат защиты этого соединения разомкнут; запрос не отправлен. Повторите после паузы из Retry-After.")
+		e.retryAfter = 1
+		var ce *actors.CircuitOpenError
+		if errors.As(err, &ce) && ce.RetryAfter > time.Second {
+			e.retryAfter = int((ce.RetryAfter + time.Second - 1) / time.Second)
+		}
+		return e
 	case errors.Is(err, transport.ErrBlocked):
 		e := newAPIError(503, "broker_blocked",
 			"The broker blocked publishing because of a resource alarm (memory or disk); retry later.",
@@ -164,4 +189,34 @@ func mapError(err error, what string) *apiError {
 		return e
 	}
 	return errInternal
+}
+
+// errSessionNotFound is the 404 of an unknown session id, of a session of
+// other credentials, and (with reason) of an ended session of the caller.
+func errSessionNotFound(err error) *apiError {
+	en := "No open session with this id belongs to these credentials."
+	ru := "Для этих учётных данных нет открытой сессии с таким идентификатором."
+	var ended *actors.SessionEndedError
+	if errors.As(err, &ended) {
+		switch ended.Reason {
+		case actors.EndClosed:
+			en, ru = "The session was closed.", "Сессия закрыта."
+		case actors.EndExpired:
+			en, ru = "The session expired: it had no request for its idle_timeout; its unacknowledged messages returned to the queue.",
+				"Сессия истекла: за idle_timeout не было запросов; неподтверждённые сообщения вернулись в очередь."
+		case actors.EndQueueDeleted:
+			en, ru = "The session ended because its queue was deleted.", "Сессия завершена: её очередь удалена."
+		case actors.EndAccessRefused:
+			en, ru = "The session ended because the broker refused access to its queue.", "Сессия завершена: брокер отказал в доступе к её очереди."
+		case actors.EndConsumeFailed:
+			en, ru = "The session ended because its consumer could not be restarted; open a new session.",
+				"Сессия завершена: её потребителя не удалось перезапустить; откройте новую сессию."
+		case actors.EndConnection:
+			en, ru = "The session ended because its broker connection closed for good; open a new session.",
+				"Сессия завершена: соединение с брокером закрыто окончательно; откройте новую сессию."
+		case actors.EndShutdown:
+			en, ru = "The session ended because the router is shutting down.", "Сессия завершена: маршрутизатор останавливается."
+		}
+	}
+	return newAPIError(404, "session_not_found", en, ru)
 }

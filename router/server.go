@@ -30,6 +30,7 @@ type Backend interface {
 	Publish(ctx context.Context, creds *security.Credentials, vhost string, msg *transport.Message) error
 	Fetch(ctx context.Context, creds *security.Credentials, vhost, queue string, wait time.Duration, autoAck bool) (actors.FetchResult, error)
 	Settle(ctx context.Context, creds *security.Credentials, tag uint64, ack, requeue bool) error
+	Snapshot(ctx context.Context) (*actors.Snapshot, error)
 	DefaultVhost() string
 }
 
@@ -44,6 +45,8 @@ type Config struct {
 	PublishTimeout time.Duration
 	// OpenAPI is the served API description (docs/openapi.yaml).
 	OpenAPI []byte
+	// AdminToken is the bearer token of /v1/admin/*; empty disables them.
+	AdminToken string
 }
 
 // Server is the HTTP front end. Create it with New and run it with Serve.
@@ -140,6 +143,8 @@ func (s *Server) dispatch(req *request, method, path string) string {
 		return s.only(req, method, "POST", "/v1/publish", s.handlePublish)
 	case "/v1/fetch":
 		return s.only(req, method, "POST", "/v1/fetch", s.handleFetch)
+	case "/v1/sessions":
+		return s.only(req, method, "POST", "/v1/sessions", s.handleCreateSession)
 	case "/health", "/health/live":
 		return s.only(req, method, "GET", path, s.handleLive)
 	case "/ready", "/health/ready":
@@ -150,6 +155,8 @@ func (s *Server) dispatch(req *request, method, path string) string {
 		return s.only(req, method, "GET", path, func(r *request) { s.promHTTP(r.ctx) })
 	case "/openapi.yaml":
 		return s.only(req, method, "GET", path, s.handleOpenAPI)
+	case "/v1/admin/supervision":
+		return s.only(req, method, "GET", path, s.handleSupervision)
 	}
 
 	switch {
@@ -159,6 +166,8 @@ func (s *Server) dispatch(req *request, method, path string) string {
 		return s.only(req, method, "POST", "/v1/ack/{tag}", s.handleAck)
 	case strings.HasPrefix(path, "/v1/reject/"):
 		return s.only(req, method, "POST", "/v1/reject/{tag}", s.handleReject)
+	case strings.HasPrefix(path, "/v1/sessions/"):
+		return s.dispatchSession(req, method, path)
 	}
 	s.writeError(req, errNotFound)
 	return "other"

@@ -48,6 +48,10 @@ func (f *fakeBackend) Settle(context.Context, *security.Credentials, uint64, boo
 
 func (f *fakeBackend) DefaultVhost() string { return "/" }
 
+func (f *fakeBackend) Snapshot(context.Context) (*actors.Snapshot, error) {
+	return &actors.Snapshot{MaxConnections: 7}, f.err
+}
+
 type syncWriter struct {
 	mu  sync.Mutex
 	buf strings.Builder

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +25,8 @@ type Publish struct {
 	Deadline time.Time
 	Done     func(err error)
 
-	returned *Error
+	returned  *Error
+	abandoned bool // answered by Abandon; a late confirm is ignored
 }
 
 // ConfirmChannel is a channel in confirm mode that pipelines many
@@ -47,6 +46,7 @@ type ConfirmChannel struct {
 
 	mu      sync.Mutex
 	pending map[uint64]*Publish
+	tags    map[string]uint64 // publish id → delivery tag, for returns
 	closed  bool
 }
 
@@ -88,6 +88,7 @@ func OpenConfirmChannel(conn *Connection, id uint64, opts ChannelOptions, onClos
 		ended:   make(chan struct{}),
 		onClose: onClose,
 		pending: make(map[uint64]*Publish),
+		tags:    make(map[string]uint64),
 	}
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, opts.NotifyBuffer))
 	returns := ch.NotifyReturn(make(chan amqp.Return, opts.NotifyBuffer))
@@ -145,6 +146,35 @@ func (c *ConfirmChannel) finish(p *Publish, err error) {
 	p.Done(err)
 }
 
+// Abandon answers every publishing of the channel now with err, queued or
+// waiting for a confirm, without closing the channel. A confirm that arrives
+// later is ignored. It is used when the broker blocks the connection: the
+// writes are stuck in the socket and the outcome is unknown until the alarm
+// clears, which may take far longer than a request may wait.
+func (c *ConfirmChannel) Abandon(err error) {
+	for drained := false; !drained; {
+		select {
+		case p := <-c.queue:
+			c.finish(p, err)
+		default:
+			drained = true
+		}
+	}
+
+	c.mu.Lock()
+	var waiting []*Publish
+	for _, p := range c.pending {
+		if !p.abandoned {
+			p.abandoned = true
+			waiting = append(waiting, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range waiting {
+		c.finish(p, err)
+	}
+}
+
 // write sends queued publishings in order until the channel stops, then
 // answers what is still queued with ErrNotSent.
 func (c *ConfirmChannel) write(done chan<- struct{}) {
@@ -175,6 +205,10 @@ func (c *ConfirmChannel) send(p *Publish) {
 	// The writer is the only goroutine that publishes on this channel, so the
 	// next sequence number is the delivery tag this publishing will get.
 	tag := c.ch.GetNextPublishSeqNo()
+	m := p.Msg
+	if m.PublishID == "" {
+		m.PublishID = newPublishID()
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -182,11 +216,10 @@ func (c *ConfirmChannel) send(p *Publish) {
 		return
 	}
 	c.pending[tag] = p
+	c.tags[m.PublishID] = tag
 	c.mu.Unlock()
 
-	m := p.Msg
-	publishID := strconv.FormatUint(c.id, 10) + "." + strconv.FormatUint(tag, 10)
-	err := c.ch.PublishWithContext(context.Background(), m.Exchange, m.RoutingKey, m.Mandatory, false, m.publishing(publishID))
+	err := c.ch.PublishWithContext(context.Background(), m.Exchange, m.RoutingKey, m.Mandatory, false, m.publishing(m.PublishID))
 	if err == nil {
 		return
 	}
@@ -211,13 +244,13 @@ func (c *ConfirmChannel) take(tag uint64) *Publish {
 		return nil
 	}
 	delete(c.pending, tag)
+	if c.tags[p.Msg.PublishID] == tag {
+		delete(c.tags, p.Msg.PublishID)
+	}
+	if p.abandoned {
+		return nil
+	}
 	return p
-}
-
-func (c *ConfirmChannel) peek(tag uint64) *Publish {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.pending[tag]
 }
 
 // monitor matches confirms and returns with pending publishings until the
@@ -319,18 +352,14 @@ func (c *ConfirmChannel) handleConfirm(cf amqp.Confirmation, returns <-chan amqp
 
 func (c *ConfirmChannel) handleReturn(r *amqp.Return) {
 	id, _ := r.Headers[PublishIDHeader].(string)
-	channelPart, tagPart, found := strings.Cut(id, ".")
-	if !found || channelPart != strconv.FormatUint(c.id, 10) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tag, ok := c.tags[id]
+	if !ok {
 		return
 	}
-	tag, err := strconv.ParseUint(tagPart, 10, 64)
-	if err != nil {
-		return
-	}
-	if p := c.peek(tag); p != nil {
-		c.mu.Lock()
+	if p := c.pending[tag]; p != nil {
 		p.returned = &Error{Op: "basic.publish", Kind: ErrUnroutable, Code: int(r.ReplyCode), Reason: r.ReplyText}
-		c.mu.Unlock()
 	}
 }
 

@@ -1,15 +1,33 @@
 package transport
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// PublishIDHeader is the message header that carries the router's publish id
-// ("<channel id>.<delivery tag>"). It matches a basic.return with its
-// publishing, and consumers may use it to detect duplicates after a retry.
+// PublishIDHeader is the message header that carries the router's publish
+// id. It matches a basic.return with its publishing. A publishing sent again
+// after a lost confirm keeps its id, so consumers can drop the duplicate.
 const PublishIDHeader = "x-rmqrouter-publish-id"
+
+// publishIDPrefix makes publish ids unique across router processes.
+var publishIDPrefix = func() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}()
+
+var publishIDCounter atomic.Uint64
+
+// newPublishID returns a process-unique publish id.
+func newPublishID() string {
+	return publishIDPrefix + "-" + strconv.FormatUint(publishIDCounter.Add(1), 10)
+}
 
 // Message is a publishing with its routing. Body and Headers belong to the
 // Message once it is passed to a channel: callers must not change them.
@@ -17,6 +35,9 @@ type Message struct {
 	Exchange   string
 	RoutingKey string
 	Mandatory  bool
+	// PublishID is set by the first attempt to publish the message and
+	// kept by later ones.
+	PublishID string
 
 	ContentType   string
 	DeliveryMode  uint8 // 1 transient, 2 persistent

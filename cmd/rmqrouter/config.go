@@ -25,6 +25,8 @@ type config struct {
 	ConnectionIdleTimeout time.Duration
 	Prefetch              int
 	MaxConnections        int
+	MaxSessions           int
+	MaxSessionsPerUser    int
 	PublishChannels       int
 	Heartbeat             time.Duration
 	DialTimeout           time.Duration
@@ -32,6 +34,13 @@ type config struct {
 	RetryMaxDelay         time.Duration
 	RetryMaxAttempts      int
 	ShutdownTimeout       time.Duration
+	BreakerThreshold      int
+	BreakerWindow         time.Duration
+	BreakerRecovery       time.Duration
+	BreakerHalfOpen       int
+	BulkheadConcurrent    int
+	BulkheadWaiting       int
+	AdminToken            string
 	LogLevel              string
 	LogFormat             string
 
@@ -58,16 +67,25 @@ func settings() []setting {
 		{"amqp-endpoints", "", "more brokers to fail over to, comma-separated host:port or amqp:// URLs (credentials in them are ignored)", []string{"RABBITMQ_ENDPOINTS"}, str(func(c *config) *string { return &c.AMQPEndpoints })},
 		{"max-body-bytes", "1048576", "largest request body accepted, in bytes", []string{"MAX_BODY_BYTES", "MAX_MESSAGE_SIZE"}, integer(func(c *config) *int { return &c.MaxBodyBytes })},
 		{"publish-timeout", "10s", "how long a publish waits for the broker's confirm before 504 (Go duration, or seconds)", []string{"PUBLISH_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.PublishTimeout })},
-		{"session-idle-timeout", "5m", "an implicit /v1/fetch session with no request for this long closes and its unacked messages return to the queue", []string{"SESSION_IDLE_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.SessionIdleTimeout })},
+		{"session-idle-timeout", "5m", "a consumer session with no request for this long closes and its unacked messages return to the queue; the default idle_timeout of POST /v1/sessions", []string{"SESSION_IDLE_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.SessionIdleTimeout })},
 		{"connection-idle-timeout", "5m", "a broker connection with no request and no session for this long is closed", nil, duration(func(c *config) *time.Duration { return &c.ConnectionIdleTimeout })},
-		{"prefetch", "10", "basic.qos prefetch count of implicit /v1/fetch sessions", []string{"RABBITMQ_PREFETCH_COUNT"}, integer(func(c *config) *int { return &c.Prefetch })},
+		{"prefetch", "10", "basic.qos prefetch count of implicit /v1/fetch sessions, and the default prefetch of POST /v1/sessions", []string{"RABBITMQ_PREFETCH_COUNT"}, integer(func(c *config) *int { return &c.Prefetch })},
 		{"max-connections", "1000", "most broker connections (one per vhost, user and password) held at once", []string{"MAX_CONNECTIONS"}, integer(func(c *config) *int { return &c.MaxConnections })},
+		{"max-sessions", "10000", "maximum open consumer sessions of /v1/sessions; past it POST /v1/sessions gets 503 capacity_exhausted", []string{"MAX_SESSIONS"}, integer(func(c *config) *int { return &c.MaxSessions })},
+		{"max-sessions-per-user", "100", "maximum open consumer sessions of /v1/sessions per user name; past it POST /v1/sessions gets 429 rate_limited", []string{"MAX_SESSIONS_PER_USER"}, integer(func(c *config) *int { return &c.MaxSessionsPerUser })},
 		{"publish-channels", "4", "confirm-mode channels per connection used for publishing", nil, integer(func(c *config) *int { return &c.PublishChannels })},
 		{"heartbeat", "10s", "AMQP heartbeat interval", []string{"RABBITMQ_HEARTBEAT"}, duration(func(c *config) *time.Duration { return &c.Heartbeat })},
 		{"dial-timeout", "5s", "time limit for opening a broker connection", []string{"RABBITMQ_CONNECT_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.DialTimeout })},
 		{"retry-base-delay", "1s", "first reconnect delay ceiling; the delay is random in [0, min(max, base*2^attempt))", nil, duration(func(c *config) *time.Duration { return &c.RetryBaseDelay })},
 		{"retry-max-delay", "30s", "largest reconnect delay", nil, duration(func(c *config) *time.Duration { return &c.RetryMaxDelay })},
 		{"retry-max-attempts", "10", "reconnect attempts before giving up until the next request", []string{"RECONNECT_MAX_ATTEMPTS"}, integer(func(c *config) *int { return &c.RetryMaxAttempts })},
+		{"breaker-failure-threshold", "5", "infrastructure failures of one connection within --breaker-window that open its circuit breaker", []string{"CB_FAILURE_THRESHOLD"}, integer(func(c *config) *int { return &c.BreakerThreshold })},
+		{"breaker-window", "10s", "time window in which breaker failures are counted", nil, duration(func(c *config) *time.Duration { return &c.BreakerWindow })},
+		{"breaker-recovery-timeout", "30s", "how long an open breaker answers 503 circuit_open before it lets a probe through", []string{"CB_RECOVERY_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.BreakerRecovery })},
+		{"breaker-half-open-requests", "1", "probe requests let through by a half-open breaker", []string{"CB_HALF_OPEN_REQUESTS"}, integer(func(c *config) *int { return &c.BreakerHalfOpen })},
+		{"bulkhead-max-concurrent", "100", "publish requests of one connection in flight at once", nil, integer(func(c *config) *int { return &c.BulkheadConcurrent })},
+		{"bulkhead-max-waiting", "50", "publish requests of one connection waiting for a slot; more get 429 too_many_in_flight", nil, integer(func(c *config) *int { return &c.BulkheadWaiting })},
+		{"admin-token", "", "bearer token of GET /v1/admin/supervision; empty disables the admin endpoints", []string{"ADMIN_TOKEN"}, str(func(c *config) *string { return &c.AdminToken })},
 		{"shutdown-timeout", "15s", "how long a shutdown waits for requests in flight", []string{"SHUTDOWN_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
 		{"log-level", "info", "debug, info, warn or error", []string{"LOG_LEVEL"}, str(func(c *config) *string { return &c.LogLevel })},
 		{"log-format", "json", "json or text", []string{"LOG_FORMAT"}, str(func(c *config) *string { return &c.LogFormat })},
@@ -184,6 +202,7 @@ func (c *config) validate() error {
 	}{
 		{"publish-timeout", c.PublishTimeout}, {"session-idle-timeout", c.SessionIdleTimeout},
 		{"connection-idle-timeout", c.ConnectionIdleTimeout}, {"dial-timeout", c.DialTimeout},
+		{"breaker-window", c.BreakerWindow}, {"breaker-recovery-timeout", c.BreakerRecovery},
 		{"retry-base-delay", c.RetryBaseDelay}, {"retry-max-delay", c.RetryMaxDelay},
 		{"shutdown-timeout", c.ShutdownTimeout},
 	}
@@ -205,8 +224,14 @@ func (c *config) validate() error {
 		{"max-body-bytes", c.MaxBodyBytes, 1, 512 << 20},
 		{"prefetch", c.Prefetch, 1, 65535},
 		{"max-connections", c.MaxConnections, 1, 1 << 20},
+		{"max-sessions", c.MaxSessions, 1, 1 << 20},
+		{"max-sessions-per-user", c.MaxSessionsPerUser, 1, 1 << 20},
 		{"publish-channels", c.PublishChannels, 1, 64},
 		{"retry-max-attempts", c.RetryMaxAttempts, 1, 1000},
+		{"breaker-failure-threshold", c.BreakerThreshold, 1, 1000000},
+		{"breaker-half-open-requests", c.BreakerHalfOpen, 1, 10000},
+		{"bulkhead-max-concurrent", c.BulkheadConcurrent, 1, 1000000},
+		{"bulkhead-max-waiting", c.BulkheadWaiting, 0, 1000000},
 	}
 	for _, i := range ints {
 		if i.v < i.lo || i.v > i.hi {

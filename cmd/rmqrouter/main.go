@@ -37,6 +37,15 @@ func main() {
 	}
 }
 
+// bulkheadWaiting maps the flag, where 0 means no waiting, to the actors
+// setting, where 0 means the default and a negative value no waiting.
+func bulkheadWaiting(flag int) int {
+	if flag == 0 {
+		return -1
+	}
+	return flag
+}
+
 func newLogger(cfg *config) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.level}
 	if cfg.LogFormat == "text" {
@@ -63,10 +72,20 @@ func run(cfg *config) error {
 		SessionIdleTimeout:    cfg.SessionIdleTimeout,
 		Prefetch:              cfg.Prefetch,
 		MaxConnections:        cfg.MaxConnections,
+		MaxSessions:           cfg.MaxSessions,
+		MaxSessionsPerUser:    cfg.MaxSessionsPerUser,
 		PublishChannels:       cfg.PublishChannels,
 		RetryBaseDelay:        cfg.RetryBaseDelay,
 		RetryMaxDelay:         cfg.RetryMaxDelay,
 		RetryMaxAttempts:      cfg.RetryMaxAttempts,
+		Breaker: actors.BreakerConfig{
+			FailureThreshold: cfg.BreakerThreshold,
+			Window:           cfg.BreakerWindow,
+			RecoveryTimeout:  cfg.BreakerRecovery,
+			HalfOpenRequests: cfg.BreakerHalfOpen,
+		},
+		BulkheadMaxConcurrent: cfg.BulkheadConcurrent,
+		BulkheadMaxWaiting:    bulkheadWaiting(cfg.BulkheadWaiting),
 	}, base.With("task", "actors"), m)
 
 	systemCreds, err := store.NewCredentials(cfg.broker.User, []byte(cfg.broker.Password))
@@ -88,6 +107,7 @@ func run(cfg *config) error {
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		PublishTimeout: cfg.PublishTimeout,
 		OpenAPI:        docs.OpenAPI,
+		AdminToken:     cfg.AdminToken,
 	}, system, store, m, base, probe.Ready)
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

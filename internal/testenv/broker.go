@@ -3,6 +3,7 @@ package testenv
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -54,8 +55,25 @@ func Name(prefix string) string {
 	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
+// channel opens a channel, dialling again first when a fault test closed
+// the connection.
 func (b *Broker) channel() *amqp.Channel {
 	b.t.Helper()
+	if b.Conn.IsClosed() {
+		var err error
+		for i := 0; i < 60; i++ {
+			var conn *amqp.Connection
+			if conn, err = amqp.Dial(AMQPURL()); err == nil {
+				b.Conn = conn
+				b.t.Cleanup(func() { _ = conn.Close() })
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err != nil {
+			b.t.Fatalf("reconnect to the test broker: %v", err)
+		}
+	}
 	ch, err := b.Conn.Channel()
 	if err != nil {
 		b.t.Fatalf("open channel: %v", err)
@@ -186,6 +204,28 @@ func Rabbitmqctl(t testing.TB, args ...string) string {
 		t.Fatalf("rabbitmqctl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// Users creates n RabbitMQ users named prefix-1 … prefix-n with password
+// and full permissions on "/" in one rabbitmqctl call, and deletes them in
+// cleanup.
+func Users(t testing.TB, prefix string, n int, password string) []string {
+	t.Helper()
+	for _, r := range prefix + password {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			t.Fatalf("Users: prefix and password must be lower-case letters, digits and '-'")
+		}
+	}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-%d", prefix, i+1)
+	}
+	each := fmt.Sprintf(`U = list_to_binary("%s-" ++ integer_to_list(I))`, prefix)
+	Rabbitmqctl(t, "eval", fmt.Sprintf(`[begin %s, ok = rabbit_auth_backend_internal:add_user(U, <<"%s">>, <<"rmqrouter-tests">>), ok = rabbit_auth_backend_internal:set_permissions(U, <<"/">>, <<".*">>, <<".*">>, <<".*">>, <<"rmqrouter-tests">>) end || I <- lists:seq(1, %d)], ok.`, each, password, n))
+	t.Cleanup(func() {
+		_ = exec.Command("rabbitmqctl", "eval", fmt.Sprintf(`[begin %s, rabbit_auth_backend_internal:delete_user(U, <<"rmqrouter-tests">>) end || I <- lists:seq(1, %d)], ok.`, each, n)).Run()
+	})
+	return names
 }
 
 // User creates a RabbitMQ user with full permissions on "/" and deletes it

@@ -36,6 +36,9 @@ type Stack struct {
 type Options struct {
 	Actors         actors.Config
 	PublishTimeout time.Duration
+	AdminToken     string
+	// Quiet logs at info level instead of debug, for load and fault tests.
+	Quiet bool
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writes.
@@ -74,14 +77,18 @@ func NewStack(t testing.TB, opts Options) *Stack {
 	}
 
 	logs := &SyncBuffer{}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if opts.Quiet {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))
 	m := metrics.New()
 	system := actors.NewSystem(cfg, log.With("task", "actors"), m)
 	timeout := opts.PublishTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	server := router.New(router.Config{PublishTimeout: timeout, OpenAPI: docs.OpenAPI},
+	server := router.New(router.Config{PublishTimeout: timeout, OpenAPI: docs.OpenAPI, AdminToken: opts.AdminToken},
 		system, security.NewStore(100), m, log, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
