@@ -30,6 +30,9 @@ var (
 	// ErrConfirmTimeout means no answer came from the broker within the
 	// request's deadline; the outcome is unknown.
 	ErrConfirmTimeout = errors.New("no confirm from the broker within the publish timeout")
+	// ErrRequestTimeout means a fetch, ack or reject got no answer within
+	// its deadline.
+	ErrRequestTimeout = errors.New("no answer from the broker within the request deadline")
 	// ErrTooManyInFlight means the connection's publishing channels are full.
 	ErrTooManyInFlight = errors.New("too many requests in flight on this connection")
 	// ErrActorGone means the request reached an actor that had stopped.
@@ -110,7 +113,7 @@ func (c Config) withDefaults() Config {
 		c.PublishChannels = 4
 	}
 	if c.ChannelQueueLength <= 0 {
-		c.ChannelQueueLength = 512
+		c.ChannelQueueLength = 2048
 	}
 	if c.RetryMaxAttempts <= 0 {
 		c.RetryMaxAttempts = 10
@@ -219,8 +222,14 @@ func (s *System) onDeadLetter(evt any) {
 	if !ok {
 		return
 	}
-	if r, ok := dl.Message.(failer); ok {
-		r.fail(ErrActorGone)
+	switch m := dl.Message.(type) {
+	case failer:
+		m.fail(ErrActorGone)
+	case *dialResult:
+		// The actor stopped while it dialled: nobody owns this connection.
+		if m.conn != nil {
+			s.goTask(func() { m.conn.Close(time.Second) })
+		}
 	}
 }
 
@@ -367,7 +376,7 @@ func (s *System) Settle(ctx context.Context, creds *security.Credentials, tag ui
 		return err
 	case <-ctx.Done():
 		if cmd.result.abandon() {
-			return ErrConfirmTimeout
+			return ErrRequestTimeout
 		}
 		return <-cmd.result.ch
 	}

@@ -36,8 +36,8 @@ func newBulkhead(maxConcurrent, maxWaiting int) *bulkhead {
 }
 
 // acquire takes a slot, waiting while fewer than maxWaiting others wait.
-// It returns ErrTooManyInFlight when the queue is full, and ctx's deadline
-// error as ErrConfirmTimeout when no slot frees in time.
+// It returns ErrTooManyInFlight when the queue is full or when no slot frees
+// before ctx ends; either way the request was not sent.
 func (b *bulkhead) acquire(ctx context.Context) error {
 	select {
 	case b.slots <- struct{}{}:

@@ -468,7 +468,7 @@ func (s *System) fetchImplicit(ctx context.Context, r route, queue string, wait 
 		return out
 	case <-ctx.Done():
 		if cmd.result.abandon() {
-			return fetchOutcome{err: ErrConfirmTimeout}
+			return fetchOutcome{err: ErrRequestTimeout}
 		}
 		return <-cmd.result.ch
 	}

@@ -12,6 +12,8 @@ import (
 // fields and trailing data. Syntax errors are 400 invalid_json; type errors
 // and unknown fields are 422 validation_error naming the field.
 func decodeStrict(body []byte, v any) *apiError {
+	// Some clients, 1C among them, start UTF-8 text with a byte order mark.
+	body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf"))
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errInvalidJSON("the body is empty")
 	}

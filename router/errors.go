@@ -175,6 +175,12 @@ func mapError(err error, what string) *apiError {
 		return newAPIError(504, "confirm_timeout",
 			"The broker did not answer within the publish timeout; the message may or may not be stored. Retry if duplicates are acceptable.",
 			"Брокер не ответил за отведённое время; сообщение могло быть сохранено или нет. Повторите, если дубликаты допустимы.")
+	case errors.Is(err, actors.ErrRequestTimeout):
+		// The same code as a publish timeout, with wording that does not
+		// speak of a stored message.
+		return newAPIError(504, "confirm_timeout",
+			"The broker did not answer within the request deadline; retry the request.",
+			"Брокер не ответил за отведённое время; повторите запрос.")
 	case errors.Is(err, transport.ErrOutcomeUnknown):
 		e := newAPIError(503, "broker_unavailable",
 			"The connection to the broker closed before it confirmed the message; it may or may not be stored. Retry if duplicates are acceptable.",

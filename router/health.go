@@ -29,7 +29,7 @@ func (s *Server) handleReady(req *request) {
 		req.ctx.Response.Header.Set("Retry-After", "5")
 		s.metrics.Errors.WithLabelValues(e.code).Inc()
 		s.writeJSON(req, 503, notReadyBody{
-			errorBody: errorBody{Error: e.code, Detail: e.detail(req.russian), RequestID: req.id},
+			errorBody: errorBody{Error: e.code, Detail: e.detail(req.prefersRussian()), RequestID: req.id},
 			Status:    "not_ready",
 			Checks:    map[string]string{"broker": err.Error()},
 		})

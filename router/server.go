@@ -108,13 +108,13 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.http.ShutdownWit
 type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Warn("http server", "message", strings.TrimSpace(fmt.Sprintf(format, args...)))
+	l.log.Warn("http server", "task", "http", "message", strings.TrimSpace(fmt.Sprintf(format, args...)))
 }
 
 // Handle serves one request. It is the fasthttp handler, exported for tests.
 func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	req := &request{ctx: ctx, id: requestID(ctx), russian: prefersRussian(header(ctx, "Accept-Language"))}
+	req := &request{ctx: ctx, id: requestID(ctx)}
 	ctx.Response.Header.Set("X-Request-ID", req.id)
 
 	route := "other"
@@ -185,14 +185,19 @@ func (s *Server) only(req *request, method, want, route string, h func(*request)
 
 // request is the per-request state shared by the handlers.
 type request struct {
-	ctx     *fasthttp.RequestCtx
-	id      string
-	russian bool
+	ctx *fasthttp.RequestCtx
+	id  string
+}
+
+// prefersRussian reports whether error details should be in Russian. Only
+// error responses need it, so it is not computed on the way in.
+func (r *request) prefersRussian() bool {
+	return prefersRussian(header(r.ctx, "Accept-Language"))
 }
 
 // handleParseError answers requests fasthttp could not read.
 func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
-	req := &request{ctx: ctx, id: requestID(ctx), russian: prefersRussian(header(ctx, "Accept-Language"))}
+	req := &request{ctx: ctx, id: requestID(ctx)}
 	ctx.Response.Header.Set("X-Request-ID", req.id)
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		s.writeError(req, errPayloadTooLarge)
@@ -239,7 +244,7 @@ func (s *Server) writeError(req *request, e *apiError) {
 		level = slog.LevelWarn
 	}
 	s.log.Log(context.Background(), level, "request failed", "request_id", req.id, "status", e.status, "error", e.code, "path", string(ctx.URI().PathOriginal()))
-	s.writeJSON(req, e.status, errorBody{Error: e.code, Detail: e.detail(req.russian), RequestID: req.id})
+	s.writeJSON(req, e.status, errorBody{Error: e.code, Detail: e.detail(req.prefersRussian()), RequestID: req.id})
 }
 
 func (s *Server) writeJSON(req *request, status int, v any) {

@@ -306,7 +306,7 @@ func (s *Server) handleSessionSettle(req *request, id string, ack bool) {
 		e := mapError(r.Err, "")
 		out.Results[i].Status = "failed"
 		out.Results[i].Error = e.code
-		out.Results[i].Detail = e.detail(req.russian)
+		out.Results[i].Detail = e.detail(req.prefersRussian())
 		if firstErr == nil {
 			firstErr = e
 		} else if firstErr.code != e.code {

@@ -37,6 +37,7 @@ type Publish struct {
 type ConfirmChannel struct {
 	id      uint64
 	ch      *amqp.Channel
+	corked  *corkedConn
 	queue   chan *Publish
 	stopped chan struct{}
 	ended   chan struct{}
@@ -83,6 +84,7 @@ func OpenConfirmChannel(conn *Connection, id uint64, opts ChannelOptions, onClos
 	c := &ConfirmChannel{
 		id:      id,
 		ch:      ch,
+		corked:  conn.corked,
 		queue:   make(chan *Publish, opts.QueueLength),
 		stopped: make(chan struct{}),
 		ended:   make(chan struct{}),
@@ -105,6 +107,24 @@ func (c *ConfirmChannel) ID() uint64 { return c.id }
 
 // InFlight returns the number of publishings queued or waiting for a confirm.
 func (c *ConfirmChannel) InFlight() int { return int(c.inFlight.Load()) }
+
+// EnqueueBatch hands every publishing of ps to the writer, in order, or
+// none of them when the queue lacks room or the channel is closed. It does
+// not block.
+func (c *ConfirmChannel) EnqueueBatch(ps []*Publish) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Only the writer takes from the queue while c.mu is held here, so
+	// the free room can only grow between this check and the sends.
+	if c.closed || cap(c.queue)-len(c.queue) < len(ps) {
+		return false
+	}
+	for _, p := range ps {
+		c.queue <- p
+	}
+	c.inFlight.Add(int64(len(ps)))
+	return true
+}
 
 // Enqueue hands p to the writer without blocking. It returns false when the
 // channel is closed or its queue is full; p.Done is then not called.
@@ -182,7 +202,7 @@ func (c *ConfirmChannel) write(done chan<- struct{}) {
 	for {
 		select {
 		case p := <-c.queue:
-			c.send(p)
+			c.sendQueued(p)
 		case <-c.stopped:
 			for {
 				select {
@@ -192,6 +212,29 @@ func (c *ConfirmChannel) write(done chan<- struct{}) {
 					return
 				}
 			}
+		}
+	}
+}
+
+// maxWriteBatch bounds how many queued publishings share one write.
+const maxWriteBatch = 256
+
+// sendQueued sends p and whatever else is queued behind it, holding the
+// connection's writes back so that they leave in one system call.
+func (c *ConfirmChannel) sendQueued(p *Publish) {
+	if len(c.queue) == 0 || c.corked == nil {
+		c.send(p)
+		return
+	}
+	c.corked.hold()
+	defer c.corked.release()
+	c.send(p)
+	for i := 1; i < maxWriteBatch; i++ {
+		select {
+		case p := <-c.queue:
+			c.send(p)
+		default:
+			return
 		}
 	}
 }

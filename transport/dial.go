@@ -113,24 +113,34 @@ func Dial(ctx context.Context, cfg DialConfig) (*Connection, error) {
 
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(cfg.ConnectionName)
+	var corked *corkedConn
+	dial := amqp.DefaultDial(timeout)
 	conn, err := amqp.DialConfig(cfg.Endpoint.String()+"/", amqp.Config{
 		SASL:       []amqp.Authentication{&amqp.PlainAuth{Username: cfg.User, Password: string(cfg.Password)}},
 		Vhost:      cfg.Vhost,
 		Heartbeat:  cfg.Heartbeat,
 		Locale:     "en_US",
 		Properties: props,
-		Dial:       amqp.DefaultDial(timeout),
+		Dial: func(network, addr string) (net.Conn, error) {
+			c, err := dial(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			corked = &corkedConn{Conn: c}
+			return corked, nil
+		},
 	})
 	if err != nil {
 		return nil, classify("dial", "", err)
 	}
-	return &Connection{raw: conn}, nil
+	return &Connection{raw: conn, corked: corked}, nil
 }
 
 // Connection is an open AMQP connection. Channels are opened from it with
 // OpenConfirmChannel, OpenConsumer and NewTopology.
 type Connection struct {
-	raw *amqp.Connection
+	raw    *amqp.Connection
+	corked *corkedConn
 }
 
 // IsClosed reports whether the connection is closed.

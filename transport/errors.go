@@ -85,7 +85,9 @@ func classify(op, what string, err error) *Error {
 			e.Kind = ErrAuthenticationFailed
 		case ae == amqp.ErrSASL:
 			e.Kind = ErrAuthenticationFailed
-		case ae == amqp.ErrVhost, ae.Code == amqp.AccessRefused, ae.Code == amqp.NotAllowed:
+		case ae == amqp.ErrVhost, ae.Code == amqp.AccessRefused, ae.Code == amqp.NotAllowed, ae.Code == amqp.ResourceLocked:
+			// 405 RESOURCE_LOCKED: an exclusive queue of another
+			// connection, which this user cannot use either.
 			e.Kind = ErrAccessRefused
 		case ae.Code == amqp.NotFound && (what == "queue" || strings.Contains(ae.Reason, "no queue")):
 			e.Kind = ErrQueueNotFound
