@@ -50,14 +50,14 @@ func (c sessionClient) messages(id string, max int, wait float64) testenv.Respon
 	return c.do("GET", fmt.Sprintf("/v1/sessions/%s/messages?max=%d&wait=%g", id, max, wait), nil)
 }
 
-// take fetches and returns the messages of a 200 answer.
+// take fetches and returns the messages of a 200 response.
 func (c sessionClient) take(id string, max int, wait float64) []map[string]any {
 	c.t.Helper()
 	r := c.messages(id, max, wait)
 	expectStatus(c.t, r, 200)
 	raw, ok := decode(c.t, r)["messages"].([]any)
 	if !ok {
-		c.t.Fatalf("answer has no messages array: %s", r.Body)
+		c.t.Fatalf("response has no messages array: %s", r.Body)
 	}
 	out := make([]map[string]any, len(raw))
 	for i, m := range raw {
@@ -374,7 +374,7 @@ func TestSessionOtherCredentialsGetNotFound(t *testing.T) {
 		for _, req := range requests {
 			theirs := c.do(req.method, fmt.Sprintf(req.path, id), req.body)
 			m := expectError(t, theirs, 404, "session_not_found")
-			// The answer is the one for an id that never existed.
+			// The response is the one for an id that never existed.
 			none := expectError(t, c.do(req.method, fmt.Sprintf(req.path, unknown), req.body), 404, "session_not_found")
 			if m["detail"] != none["detail"] {
 				t.Fatalf("%s as %s: detail %q differs from that of an unknown id %q", req.name, c.user, m["detail"], none["detail"])
@@ -634,7 +634,7 @@ func TestSessionBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := s.Do(tc.method, tc.path, "guest", "guest", []byte(tc.body), nil)
 			if tc.method == "HEAD" {
-				// A HEAD answer has no body to check.
+				// A HEAD response has no body to check.
 				expectStatus(t, r, tc.status)
 				return
 			}
