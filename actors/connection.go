@@ -75,6 +75,8 @@ func (a *connectionActor) Receive(ctx actor.Context) {
 		ctx.SetReceiveTimeout(a.sys.cfg.ConnectionIdleTimeout)
 	case *publishCmd:
 		a.handle(ctx, msg)
+	case *publishBatchCmd:
+		a.handle(ctx, msg)
 	case *fetchCmd:
 		a.handle(ctx, msg)
 	case *panicRequest:
@@ -157,6 +159,12 @@ func (a *connectionActor) handle(ctx actor.Context, msg routed) {
 func (a *connectionActor) dispatch(ctx actor.Context, msg routed) {
 	switch m := msg.(type) {
 	case *publishCmd:
+		if a.blocked {
+			m.fail(&transport.Error{Op: "basic.publish", Kind: transport.ErrBlocked, Retryable: true})
+			return
+		}
+		ctx.Send(a.publisher, m)
+	case *publishBatchCmd:
 		if a.blocked {
 			m.fail(&transport.Error{Op: "basic.publish", Kind: transport.ErrBlocked, Retryable: true})
 			return

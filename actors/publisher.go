@@ -23,11 +23,12 @@ type publisherActor struct {
 	// publishings are then answered, not sent again.
 	parentStopping *atomic.Bool
 
-	channels []*transport.ConfirmChannel
-	opening  int
-	waiting  []*publishCmd
-	blocked  bool
-	stopping bool
+	channels       []*transport.ConfirmChannel
+	opening        int
+	waiting        []*publishCmd
+	waitingBatches []*heldBatch
+	blocked        bool
+	stopping       bool
 }
 
 type channelOpened struct {
@@ -62,6 +63,10 @@ func (a *publisherActor) Receive(ctx actor.Context) {
 		}
 	case *publishCmd:
 		a.publish(ctx, msg)
+	case *publishBatchCmd:
+		a.publishBatch(ctx, msg)
+	case *batchChecked:
+		a.dispatchBatch(ctx, msg.cmd, msg.errs)
 	case *exchangeChecked:
 		if msg.err != nil {
 			a.answer(msg.cmd, msg.err)
@@ -227,6 +232,10 @@ func (a *publisherActor) onChannelOpened(ctx actor.Context, msg *channelOpened) 
 				a.answer(cmd, msg.err)
 			}
 			a.waiting = nil
+			for _, b := range a.waitingBatches {
+				b.fail(msg.err)
+			}
+			a.waitingBatches = nil
 		}
 		if !a.conn.IsClosed() {
 			self, root := ctx.Self(), a.sys.root
@@ -245,6 +254,11 @@ func (a *publisherActor) onChannelOpened(ctx actor.Context, msg *channelOpened) 
 	a.waiting = nil
 	for _, cmd := range waiting {
 		a.dispatch(ctx, cmd)
+	}
+	batches := a.waitingBatches
+	a.waitingBatches = nil
+	for _, b := range batches {
+		a.enqueueBatch(ctx, b)
 	}
 }
 
@@ -275,6 +289,10 @@ func (a *publisherActor) stop() {
 		a.answer(cmd, ErrActorGone)
 	}
 	a.waiting = nil
+	for _, b := range a.waitingBatches {
+		b.fail(ErrActorGone)
+	}
+	a.waitingBatches = nil
 	unknown := &transport.Error{Op: "basic.publish", Kind: transport.ErrOutcomeUnknown, Reason: "the publisher stopped before the confirm arrived", Retryable: true}
 	for _, ch := range a.channels {
 		ch.Abandon(unknown)

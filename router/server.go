@@ -28,6 +28,7 @@ import (
 // implements it, and unit tests use fakes.
 type Backend interface {
 	Publish(ctx context.Context, creds *security.Credentials, vhost string, msg *transport.Message) error
+	PublishBatch(ctx context.Context, creds *security.Credentials, vhost string, msgs []*transport.Message) []error
 	Fetch(ctx context.Context, creds *security.Credentials, vhost, queue string, wait time.Duration, autoAck bool) (actors.FetchResult, error)
 	Settle(ctx context.Context, creds *security.Credentials, tag uint64, ack, requeue bool) error
 	Snapshot(ctx context.Context) (*actors.Snapshot, error)
@@ -141,6 +142,8 @@ func (s *Server) dispatch(req *request, method, path string) string {
 	switch path {
 	case "/v1/publish":
 		return s.only(req, method, "POST", "/v1/publish", s.handlePublish)
+	case "/v1/publish/batch":
+		return s.only(req, method, "POST", "/v1/publish/batch", s.handleBatch)
 	case "/v1/fetch":
 		return s.only(req, method, "POST", "/v1/fetch", s.handleFetch)
 	case "/v1/sessions":

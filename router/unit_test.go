@@ -38,6 +38,14 @@ func (f *fakeBackend) Publish(_ context.Context, _ *security.Credentials, _ stri
 	return f.err
 }
 
+func (f *fakeBackend) PublishBatch(_ context.Context, _ *security.Credentials, _ string, msgs []*transport.Message) []error {
+	out := make([]error, len(msgs))
+	for i := range out {
+		out[i] = f.err
+	}
+	return out
+}
+
 func (f *fakeBackend) Fetch(context.Context, *security.Credentials, string, string, time.Duration, bool) (actors.FetchResult, error) {
 	return f.fetch, f.err
 }
