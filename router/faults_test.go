@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"os/exec"
 	"runtime"
 	"sort"
@@ -519,4 +520,33 @@ func TestFaultIsolation(t *testing.T) {
 	if opened[userB] != 0 {
 		t.Fatalf("user B's breaker opened: %s", r.Body)
 	}
+}
+
+// TestFaultEndpointFailover lists a broker address where nothing listens
+// before the real broker: the first dial fails, and the next request goes
+// to the next endpoint and succeeds.
+func TestFaultEndpointFailover(t *testing.T) {
+	b := testenv.NewBroker(t)
+	parsed, err := transport.ParseURL(testenv.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A port that was free a moment ago: nothing listens there.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadPort := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+
+	cfg := fastRecovery()
+	cfg.Endpoints = []transport.Endpoint{{Scheme: "amqp", Host: "127.0.0.1", Port: deadPort}, parsed.Endpoint}
+	s := testenv.NewStack(t, testenv.Options{Actors: cfg})
+	q := b.Queue(testenv.Name("failover"))
+	body := mustJSON(t, map[string]any{"exchange": "", "routing_key": q, "payload": "x"})
+
+	r := s.Guest("POST", "/v1/publish", body)
+	expectError(t, r, 503, "broker_unavailable")
+	r = s.Guest("POST", "/v1/publish", body)
+	expectStatus(t, r, 202)
 }
