@@ -48,6 +48,9 @@ type connectionActor struct {
 	reconnect  bool
 	waiting    []routed
 
+	lastRequest time.Time
+	idleTimer   *time.Timer
+
 	publisher *actor.PID
 	// stopping is set when the actor stops for good (not when it
 	// restarts); its publisher then answers instead of sending again.
@@ -72,7 +75,8 @@ func newConnectionActor(s *System, r route) *connectionActor {
 func (a *connectionActor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		ctx.SetReceiveTimeout(a.sys.cfg.ConnectionIdleTimeout)
+		a.lastRequest = time.Now()
+		a.armIdle(ctx, a.sys.cfg.ConnectionIdleTimeout)
 	case *publishCmd:
 		a.handle(ctx, msg)
 	case *publishBatchCmd:
@@ -111,17 +115,13 @@ func (a *connectionActor) Receive(ctx actor.Context) {
 		if a.publisher != nil && a.publisher.Equal(msg.Who) {
 			a.publisher = nil
 		}
-	case *actor.ReceiveTimeout:
-		if len(a.sessions) == 0 && len(a.waiting) == 0 {
-			a.log.Info("closing idle connection")
-			ctx.Send(ctx.Parent(), &retire{key: a.route.key, pid: ctx.Self()})
-		} else {
-			// protoactor disarms the timer once it fires.
-			ctx.SetReceiveTimeout(a.sys.cfg.ConnectionIdleTimeout)
-		}
+	case *connectionIdleCheck:
+		a.onIdleCheck(ctx)
 	case *actor.Restarting:
+		a.stopIdle()
 		a.release(ErrActorGone)
 	case *actor.Stopping:
+		a.stopIdle()
 		a.stopping.Store(true)
 		a.release(ErrShuttingDown)
 	}
@@ -137,8 +137,45 @@ func (a *connectionActor) HandleFailure(_ *actor.ActorSystem, supervisor actor.S
 	restarter{sys: a.sys, log: a.log}.handle(supervisor, child, rs, reason, message, kind)
 }
 
+// connectionIdleCheck triggers the connection actor's idle check.
+type connectionIdleCheck struct{ internal }
+
+// armIdle schedules the next idle check after d. Like the sessions, the
+// connection actor keeps its own timer instead of protoactor's
+// ReceiveTimeout, whose timer goroutine writes the actor context without
+// synchronisation.
+func (a *connectionActor) armIdle(ctx actor.Context, d time.Duration) {
+	self, root := ctx.Self(), a.sys.root
+	a.idleTimer = time.AfterFunc(d, func() { root.Send(self, &connectionIdleCheck{}) })
+}
+
+func (a *connectionActor) stopIdle() {
+	if a.idleTimer != nil {
+		a.idleTimer.Stop()
+	}
+}
+
+// onIdleCheck retires the actor when no request arrived for the idle
+// timeout and nothing depends on it; otherwise it checks again later.
+func (a *connectionActor) onIdleCheck(ctx actor.Context) {
+	timeout := a.sys.cfg.ConnectionIdleTimeout
+	idle := time.Since(a.lastRequest)
+	busy := len(a.sessions) > 0 || len(a.waiting) > 0 || a.sys.bulkheadOf(a.route.key).snapshot().InFlight > 0
+	if idle >= timeout && !busy {
+		a.log.Info("closing idle connection", "idle", idle.Round(time.Second).String())
+		ctx.Send(ctx.Parent(), &retire{key: a.route.key, pid: ctx.Self()})
+		return
+	}
+	next := timeout - idle
+	if next < time.Second {
+		next = time.Second
+	}
+	a.armIdle(ctx, next)
+}
+
 // handle serves a request now when connected, or holds it and dials.
 func (a *connectionActor) handle(ctx actor.Context, msg routed) {
+	a.lastRequest = time.Now()
 	switch {
 	case a.state == connected && !a.conn.IsClosed():
 		a.dispatch(ctx, msg)

@@ -19,9 +19,9 @@ import (
 const sessionCloseWait = 5 * time.Second
 
 // settleSlots bounds the acknowledgements one session has queued on its
-// consumer. It is below the consumer's queue of 1024, so a large batch
+// consumer. It is below transport.SettleQueueLength, so a large batch
 // waits for room instead of failing.
-const settleSlots = 512
+const settleSlots = transport.SettleQueueLength * 3 / 4
 
 // sessionConfig holds the settings of one consumer session.
 type sessionConfig struct {

@@ -475,12 +475,15 @@ func TestFaultIsolation(t *testing.T) {
 	b := testenv.NewBroker(t)
 	cfg := fastRecovery()
 	cfg.Breaker.RecoveryTimeout = 30 * time.Second
-	s := testenv.NewStack(t, testenv.Options{Actors: cfg, AdminToken: "admin-test-token"})
+	cfg.Breaker.FailureThreshold = 3
+	s := testenv.NewStack(t, testenv.Options{Actors: cfg, AdminToken: "admin-test-token", Quiet: true})
 	q := b.Queue(testenv.Name("fault-iso"))
 	users := testenv.Users(t, testenv.Name("iso"), 2, "pw-iso")
 	userA, userB := users[0], users[1]
 
-	gA := startLoad(s, userA, "pw-iso", q, 4, 20*time.Millisecond)
+	// A keeps requests in flight, so that each kill counts against its
+	// breaker.
+	gA := startLoad(s, userA, "pw-iso", q, 8, 5*time.Millisecond)
 	gB := startLoad(s, userB, "pw-iso", q, 4, 0)
 	for i := 0; i < 12; i++ {
 		time.Sleep(400 * time.Millisecond)

@@ -7,6 +7,11 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
+// SettleQueueLength is how many acks and nacks may wait for a consumer's
+// settle worker. Each slot costs memory in every idle session, so owners
+// that settle many deliveries at once wait for room instead.
+const SettleQueueLength = 256
+
 // ConsumerOptions configures OpenConsumer.
 type ConsumerOptions struct {
 	Queue string
@@ -87,7 +92,7 @@ func OpenConsumer(conn *Connection, opts ConsumerOptions, h ConsumerHandler) (*C
 	c := &Consumer{
 		ch:         ch,
 		generation: opts.Generation,
-		settles:    make(chan settleOp, 1024),
+		settles:    make(chan settleOp, SettleQueueLength),
 		stop:       make(chan struct{}),
 		started:    make(chan struct{}),
 	}
