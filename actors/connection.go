@@ -22,7 +22,7 @@ const (
 )
 
 // panicRequest makes a connection actor panic while it processes a
-// request. Only tests send it, to check that supervision answers the
+// request. Only tests send it, to check that supervision replies to the
 // request once and restarts the actor.
 type panicRequest struct {
 	publishCmd
@@ -53,7 +53,8 @@ type connectionActor struct {
 
 	publisher *actor.PID
 	// stopping is set when the actor stops for good (not when it
-	// restarts); its publisher then answers instead of sending again.
+	// restarts); its publisher then replies with an error instead of sending
+	// again.
 	stopping *atomic.Bool
 	// sessions holds the consumer sessions by key: an implicit session by
 	// its queue name, an explicit one by explicitSessionKey(id).
@@ -388,7 +389,7 @@ func (a *connectionActor) failWaiting(err error) {
 	a.waiting = nil
 }
 
-// release answers held requests and closes the connection in a tracked
+// release replies to held requests and closes the connection in a tracked
 // goroutine. Children are stopped by protoactor before the actor stops.
 func (a *connectionActor) release(err error) {
 	a.failWaiting(err)

@@ -153,7 +153,8 @@ func (a *publisherActor) dispatch(ctx actor.Context, cmd *publishCmd) {
 
 	// Try the open channels, fewest in flight first. A channel that the
 	// broker closed stays in the pool until its channelClosed message
-	// arrives, so skip closed ones; when all are closed, wait for a new one.
+	// arrives, so closed ones are skipped. When all are closed, cmd waits
+	// for a new one.
 	open := 0
 	for tried := make([]bool, len(a.channels)); ; {
 		best := -1
@@ -184,7 +185,7 @@ func (a *publisherActor) dispatch(ctx actor.Context, cmd *publishCmd) {
 	a.answer(cmd, ErrTooManyInFlight)
 }
 
-// answer replies to cmd and records its outcome. It runs on the actor or
+// answer sends cmd its result and records its outcome. It runs on the actor or
 // on a channel goroutine.
 func (a *publisherActor) answer(cmd *publishCmd, err error) {
 	outcome := "accepted"
