@@ -212,6 +212,7 @@ func (k *openAPIChecker) fetched(c openAPICase) (uint64, map[string]any) {
 // (/v1/sessions...) are documented too but not exercised here.
 var openAPIOperations = []string{
 	"POST /v1/publish",
+	"POST /v1/publish/batch",
 	"POST /v1/exchanges/{exchange}/publish",
 	"POST /v1/fetch",
 	"POST /v1/ack/{delivery_tag}",
@@ -223,6 +224,7 @@ var openAPIOperations = []string{
 	"GET /health/startup",
 	"GET /metrics",
 	"GET /openapi.yaml",
+	"GET /v1/admin/supervision",
 }
 
 // checkCoverage fails the test for each operation of openAPIOperations that
@@ -275,6 +277,13 @@ func TestOpenAPIValidatorRejectsMismatch(t *testing.T) {
 		return h
 	}
 	accepted := `{"status":"accepted","request_id":"r1","exchange":"","routing_key":"q","message_id":"m","correlation_id":"r1"}`
+	batchBody := `{"request_id":"r1","accepted":1,"failed":1,"results":[` +
+		`{"index":0,"status":202,"message_id":"m","correlation_id":"r1"},` +
+		`{"index":1,"status":422,"error":"unroutable","detail":"returned"}]}`
+	snapshot := `{"connections":[{"user":"erp","vhost":"/","running":false,"restarts":2,` +
+		`"breaker":{"state":"open","failures_in_window":0,"opened_at":"2026-12-04T20:51:10.965057589Z","times_opened":1}` +
+		`,"bulkhead":{"in_flight":1,"waiting":0,"rejected":3}}],"max_connections":1000` +
+		`,"taken_at":"2026-12-04T20:51:10.988258524Z"}`
 	cases := []struct {
 		name   string
 		method string
@@ -298,6 +307,29 @@ func TestOpenAPIValidatorRejectsMismatch(t *testing.T) {
 		{"503 without Retry-After", "POST", "/v1/fetch", 503, jsonHeader(true),
 			`{"error":"shutting_down","detail":"stopping","request_id":"r1"}`},
 		{"ready 200 with not_ready", "GET", "/health/ready", 200, jsonHeader(true), `{"status":"not_ready","checks":{}}`},
+		{"batch 207 with a string status", "POST", "/v1/publish/batch", 207, jsonHeader(true),
+			strings.Replace(batchBody, `"status":202`, `"status":"202"`, 1)},
+		{"batch 207 without results", "POST", "/v1/publish/batch", 207, jsonHeader(true),
+			`{"request_id":"r1","accepted":0,"failed":0}`},
+		{"batch 207 with empty results", "POST", "/v1/publish/batch", 207, jsonHeader(true),
+			`{"request_id":"r1","accepted":0,"failed":0,"results":[]}`},
+		{"batch accepted result without message_id", "POST", "/v1/publish/batch", 207, jsonHeader(true),
+			strings.Replace(batchBody, `"message_id":"m",`, "", 1)},
+		{"batch failed result without error", "POST", "/v1/publish/batch", 207, jsonHeader(true),
+			strings.Replace(batchBody, `"error":"unroutable",`, "", 1)},
+		{"batch failed result with status 200", "POST", "/v1/publish/batch", 207, jsonHeader(true),
+			strings.Replace(batchBody, `"status":422`, `"status":200`, 1)},
+		{"batch with status 200", "POST", "/v1/publish/batch", 200, jsonHeader(true), batchBody},
+		{"supervision 200 with an unknown breaker state", "GET", "/v1/admin/supervision", 200, jsonHeader(true),
+			strings.Replace(snapshot, `"state":"open"`, `"state":"tripped"`, 1)},
+		{"supervision 200 without bulkhead", "GET", "/v1/admin/supervision", 200, jsonHeader(true),
+			strings.Replace(snapshot, `,"bulkhead":{"in_flight":1,"waiting":0,"rejected":3}`, "", 1)},
+		{"supervision 200 with a negative in_flight", "GET", "/v1/admin/supervision", 200, jsonHeader(true),
+			strings.Replace(snapshot, `"in_flight":1`, `"in_flight":-1`, 1)},
+		{"supervision 200 without taken_at", "GET", "/v1/admin/supervision", 200, jsonHeader(true),
+			strings.Replace(snapshot, `,"taken_at":"2026-12-04T20:51:10.988258524Z"`, "", 1)},
+		{"supervision 401 without WWW-Authenticate", "GET", "/v1/admin/supervision", 401, jsonHeader(true),
+			`{"error":"authentication_required","detail":"token","request_id":"r1"}`},
 	}
 	for _, c := range cases {
 		req, err := http.NewRequest(c.method, "http://127.0.0.1:8000"+c.path, nil)
@@ -309,12 +341,27 @@ func TestOpenAPIValidatorRejectsMismatch(t *testing.T) {
 		}
 	}
 
-	req, err := http.NewRequest("POST", "http://127.0.0.1:8000/v1/publish", nil)
-	if err != nil {
-		t.Fatalf("build request: %v", err)
+	// The unchanged bodies must pass, so that each case above fails for
+	// the change it makes.
+	valid := []struct {
+		name   string
+		method string
+		path   string
+		status int
+		body   string
+	}{
+		{"publish 202", "POST", "/v1/publish", 202, accepted},
+		{"batch 207", "POST", "/v1/publish/batch", 207, batchBody},
+		{"supervision 200", "GET", "/v1/admin/supervision", 200, snapshot},
 	}
-	if err := validateOpenAPIResponse(router, req, 202, jsonHeader(true), []byte(accepted)); err != nil {
-		t.Errorf("a correct 202 failed validation: %v", err)
+	for _, c := range valid {
+		req, err := http.NewRequest(c.method, "http://127.0.0.1:8000"+c.path, nil)
+		if err != nil {
+			t.Fatalf("%s: build request: %v", c.name, err)
+		}
+		if err := validateOpenAPIResponse(router, req, c.status, jsonHeader(true), []byte(c.body)); err != nil {
+			t.Errorf("a correct %s failed validation: %v", c.name, err)
+		}
 	}
 }
 
@@ -466,6 +513,153 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 			body: jsonBody(t, map[string]any{"queue": queue}), status: 401, code: "authentication_required"})
 	})
 
+	t.Run("batch", func(t *testing.T) {
+		k := k.in(t)
+		ran++
+		batchQueue := b.Queue(testenv.Name("openapi-batch-q"))
+		message := func(fields map[string]any) map[string]any {
+			m := map[string]any{"exchange": "", "routing_key": batchQueue, "payload": "x"}
+			for name, value := range fields {
+				m[name] = value
+			}
+			return m
+		}
+		batch := func(messages ...map[string]any) []byte {
+			return jsonBody(t, map[string]any{"messages": messages})
+		}
+
+		k.send(openAPICase{name: "batch of valid messages", method: "POST", path: "/v1/publish/batch", user: g, pass: g, headers: asJSON,
+			body: jsonBody(t, map[string]any{"vhost": "/", "messages": []map[string]any{
+				message(map[string]any{"payload": map[string]any{"order": 41}, "message_id": "batch-41"}),
+				message(map[string]any{"exchange": "amq.default", "payload": "Заказ 42",
+					"mandatory": true, "persistence": 1, "correlation_id": "corr-42", "message_id": "batch-42",
+					"headers": map[string]string{"source": "1c"}, "priority": 5}),
+			}}),
+			status: 207, validRequest: true})
+
+		// Results of every kind: accepted, invalid before publishing, and
+		// failed at the broker.
+		r := k.send(openAPICase{name: "batch with mixed results", method: "POST", path: "/v1/publish/batch", user: g, pass: g, headers: asJSON,
+			body: batch(
+				message(map[string]any{"message_id": "batch-ok"}),
+				message(map[string]any{"priority": 300}),
+				message(map[string]any{"routing_key": "openapi-unbound-" + batchQueue}),
+				message(map[string]any{"exchange": missingExchange}),
+				message(map[string]any{"vhost": "/"}),
+				message(map[string]any{"routing_key": "a\u0001b"}),
+			),
+			status: 207})
+		var result struct {
+			Accepted int `json:"accepted"`
+			Failed   int `json:"failed"`
+			Results  []struct {
+				Index     int    `json:"index"`
+				Status    int    `json:"status"`
+				MessageID string `json:"message_id"`
+				Error     string `json:"error"`
+			} `json:"results"`
+		}
+		if err := json.Unmarshal(r.Body, &result); err != nil {
+			t.Fatalf("batch response is not JSON: %v; body %s", err, r.Body)
+		}
+		want := []struct {
+			status int
+			code   string
+		}{{202, ""}, {422, "validation_error"}, {422, "unroutable"}, {404, "exchange_not_found"}, {422, "validation_error"}, {400, "invalid_name"}}
+		if len(result.Results) != len(want) {
+			t.Fatalf("%d results, want %d; body %s", len(result.Results), len(want), r.Body)
+		}
+		if result.Accepted != 1 {
+			t.Errorf("accepted %d, want 1", result.Accepted)
+		}
+		if result.Failed != len(want)-1 {
+			t.Errorf("failed %d, want %d", result.Failed, len(want)-1)
+		}
+		for i, res := range result.Results {
+			if res.Index != i {
+				t.Errorf("result %d has index %d", i, res.Index)
+			}
+			if res.Status != want[i].status || res.Error != want[i].code {
+				t.Errorf("result %d: status %d, error %q; want %d, %q", i, res.Status, res.Error, want[i].status, want[i].code)
+			}
+		}
+		if result.Results[0].MessageID != "batch-ok" {
+			t.Errorf("accepted result has message_id %q, want batch-ok", result.Results[0].MessageID)
+		}
+
+		r = k.send(openAPICase{name: "batch with a refused password", method: "POST", path: "/v1/publish/batch", user: g, pass: "not-the-password", headers: asJSON,
+			body: batch(message(nil), message(nil)), status: 207})
+		if n := strings.Count(string(r.Body), `"status":401,"error":"authentication_failed"`); n != 2 {
+			t.Errorf("batch with a refused password: %d results authentication_failed, want 2; body %s", n, r.Body)
+		}
+		k.send(openAPICase{name: "batch in Russian", method: "POST", path: "/v1/publish/batch", user: g, pass: g,
+			headers: map[string]string{"Content-Type": "application/json", "Accept-Language": "ru"},
+			body:    batch(message(map[string]any{"persistence": 3})), status: 207})
+		k.send(openAPICase{name: "empty batch", method: "POST", path: "/v1/publish/batch", user: g, pass: g, headers: asJSON,
+			body: batch(), status: 422, code: "validation_error"})
+		tooMany := make([]map[string]any, actors.MaxBatch+1)
+		for i := range tooMany {
+			tooMany[i] = message(nil)
+		}
+		k.send(openAPICase{name: "batch over the limit", method: "POST", path: "/v1/publish/batch", user: g, pass: g, headers: asJSON,
+			body: batch(tooMany...), status: 422, code: "validation_error"})
+		k.send(openAPICase{name: "batch with an unknown field", method: "POST", path: "/v1/publish/batch", user: g, pass: g, headers: asJSON,
+			body: jsonBody(t, map[string]any{"messages": []map[string]any{message(nil)}, "mode": "fast"}), status: 422, code: "validation_error"})
+		k.send(openAPICase{name: "truncated batch", method: "POST", path: "/v1/publish/batch", user: g, pass: g, headers: asJSON,
+			body: []byte(`{"messages":[`), status: 400, code: "invalid_json"})
+		k.send(openAPICase{name: "batch with an invalid vhost", method: "POST", path: "/v1/publish/batch", user: g, pass: g, headers: asJSON,
+			body: jsonBody(t, map[string]any{"vhost": "a\u0001b", "messages": []map[string]any{message(nil)}}), status: 400, code: "invalid_name"})
+		k.send(openAPICase{name: "batch without credentials", method: "POST", path: "/v1/publish/batch", headers: asJSON,
+			body: batch(message(nil)), status: 401, code: "authentication_required"})
+
+		testenv.Eventually(t, 5*time.Second, "the 3 accepted messages in the batch queue", func() bool { return b.Count(batchQueue) == 3 })
+	})
+
+	t.Run("supervision", func(t *testing.T) {
+		k := k.in(t)
+		ran++
+		const token = "openapi-admin-token"
+		bearer := map[string]string{"Authorization": "Bearer " + token}
+		k.send(openAPICase{name: "supervision without --admin-token", method: "GET", path: "/v1/admin/supervision", headers: bearer,
+			status: 404, code: "not_found"})
+
+		s4 := testenv.NewStack(t, testenv.Options{AdminToken: token})
+		k4 := newOpenAPIChecker(t, s4)
+		k4.covered = k.covered
+		k4.send(openAPICase{name: "supervision before any request", method: "GET", path: "/v1/admin/supervision", headers: bearer,
+			status: 200, validRequest: true})
+		// A user whose password differs from its name, so that the check
+		// below can tell them apart. A publish that is not mandatory and
+		// that no queue receives stores nothing but creates the route.
+		user, password := testenv.Name("openapi-admin-user"), testenv.Name("openapi-secret")
+		testenv.User(t, user, password)
+		k4.send(openAPICase{name: "publish that creates a route", method: "POST", path: "/v1/publish", user: user, pass: password, headers: asJSON,
+			body:   jsonBody(t, map[string]any{"exchange": "", "routing_key": testenv.Name("openapi-nowhere"), "payload": "x", "mandatory": false}),
+			status: 202})
+		r := k4.send(openAPICase{name: "supervision with a route", method: "GET", path: "/v1/admin/supervision", headers: bearer,
+			status: 200, validRequest: true})
+		var snap actors.Snapshot
+		if err := json.Unmarshal(r.Body, &snap); err != nil {
+			t.Fatalf("snapshot is not JSON: %v; body %s", err, r.Body)
+		}
+		if len(snap.Connections) != 1 {
+			t.Fatalf("snapshot has %d connections, want 1; body %s", len(snap.Connections), r.Body)
+		}
+		if c := snap.Connections[0]; c.User != user || !c.Running || c.Breaker.State != actors.BreakerClosed {
+			t.Errorf("snapshot %s, want a running route of %s with a closed breaker", r.Body, user)
+		}
+		if strings.Contains(string(r.Body), password) {
+			t.Errorf("snapshot contains the password: %s", r.Body)
+		}
+
+		k4.send(openAPICase{name: "supervision with a wrong token", method: "GET", path: "/v1/admin/supervision",
+			headers: map[string]string{"Authorization": "Bearer not-the-token"}, status: 401, code: "authentication_required"})
+		k4.send(openAPICase{name: "supervision without a token", method: "GET", path: "/v1/admin/supervision",
+			status: 401, code: "authentication_required"})
+		k4.send(openAPICase{name: "supervision with Basic credentials", method: "GET", path: "/v1/admin/supervision", user: g, pass: g,
+			status: 401, code: "authentication_required"})
+	})
+
 	// A second router whose publish timeout has passed before the broker
 	// can answer, and whose actor system is then stopped.
 	t.Run("unavailable", func(t *testing.T) {
@@ -487,6 +681,11 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 		s2.System.Shutdown(ctx)
 		k2.send(openAPICase{name: "publish while stopping", method: "POST", path: "/v1/publish", user: g, pass: g, headers: asJSON,
 			body: publish, status: 503, code: "shutting_down"})
+		r := k2.send(openAPICase{name: "batch while stopping", method: "POST", path: "/v1/publish/batch", user: g, pass: g, headers: asJSON,
+			body: jsonBody(t, map[string]any{"messages": []json.RawMessage{publish}}), status: 207})
+		if !strings.Contains(string(r.Body), `"status":503,"error":"shutting_down"`) {
+			t.Errorf("batch while stopping: want a result 503 shutting_down; body %s", r.Body)
+		}
 		k2.send(openAPICase{name: "raw publish while stopping", method: "POST", path: "/v1/exchanges/amq.default/publish?routing_key=" + queue, user: g, pass: g,
 			body: []byte("x"), status: 503, code: "shutting_down"})
 		k2.send(openAPICase{name: "fetch while stopping", method: "POST", path: "/v1/fetch", user: g, pass: g, headers: asJSON,
@@ -504,7 +703,8 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		s3 := testenv.NewStack(t, testenv.Options{Actors: actors.Config{
+		const token = "openapi-admin-token"
+		s3 := testenv.NewStack(t, testenv.Options{AdminToken: token, Actors: actors.Config{
 			Endpoints: []transport.Endpoint{{Scheme: "amqp", Host: "127.0.0.1", Port: port}},
 		}})
 		k3 := newOpenAPIChecker(t, s3)
@@ -529,9 +729,25 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 		}
 		k3.send(openAPICase{name: "fetch with an open breaker", method: "POST", path: "/v1/fetch", user: g, pass: g, headers: asJSON,
 			body: jsonBody(t, map[string]any{"queue": queue, "timeout": 1}), status: 503, code: "circuit_open"})
+		r := k3.send(openAPICase{name: "batch with an open breaker", method: "POST", path: "/v1/publish/batch", user: g, pass: g, headers: asJSON,
+			body: jsonBody(t, map[string]any{"messages": []json.RawMessage{publish, publish}}), status: 207})
+		if n := strings.Count(string(r.Body), `"status":503,"error":"circuit_open"`); n != 2 {
+			t.Errorf("batch with an open breaker: %d results circuit_open, want 2; body %s", n, r.Body)
+		}
+
+		r = k3.send(openAPICase{name: "supervision with an open breaker", method: "GET", path: "/v1/admin/supervision",
+			headers: map[string]string{"Authorization": "Bearer " + token}, status: 200})
+		var snap actors.Snapshot
+		if err := json.Unmarshal(r.Body, &snap); err != nil {
+			t.Fatalf("snapshot is not JSON: %v; body %s", err, r.Body)
+		}
+		if len(snap.Connections) != 1 || snap.Connections[0].Breaker.State != actors.BreakerOpen ||
+			snap.Connections[0].Breaker.OpenedAt == nil || snap.Connections[0].Breaker.TimesOpened != 1 {
+			t.Errorf("snapshot %s, want one route whose breaker opened once and is open", r.Body)
+		}
 	})
 
-	if ran == 4 {
+	if ran == 6 {
 		k.checkCoverage(loadOpenAPIDocument(t))
 	}
 }
