@@ -25,8 +25,11 @@ type publishBatchCmd struct {
 	start    time.Time
 	results  []error
 	pending  atomic.Int64
+	probe    atomic.Bool
 	result   *reply[[]error]
 }
+
+func (c *publishBatchCmd) markProbe() { c.probe.Store(true) }
 
 // fail answers every message of the batch with err.
 func (c *publishBatchCmd) fail(err error) {
@@ -96,16 +99,31 @@ func (s *System) PublishBatch(ctx context.Context, creds *security.Credentials, 
 		cmd.deadline = dl
 	}
 	s.root.Send(s.supervisor, cmd)
+	var out []error
 	select {
-	case out := <-cmd.result.ch:
-		return out
+	case out = <-cmd.result.ch:
 	case <-ctx.Done():
 		if cmd.result.abandon() {
-			s.report(r.key, ErrConfirmTimeout, false)
-			return fill(ErrConfirmTimeout)
+			out = fill(ErrConfirmTimeout)
+		} else {
+			out = <-cmd.result.ch
 		}
-		return <-cmd.result.ch
 	}
+	s.report(r.key, batchOutcome(out), cmd.probe.Load())
+	return out
+}
+
+// batchOutcome is what a batch tells the breaker: an infrastructure error
+// when no message got past one, else nil.
+func batchOutcome(errs []error) error {
+	var infra error
+	for _, err := range errs {
+		if err == nil || !isInfraFailure(err) {
+			return nil
+		}
+		infra = err
+	}
+	return infra
 }
 
 // publishBatch checks the batch's unknown exchanges in a goroutine, then
@@ -154,7 +172,7 @@ func (a *publisherActor) dispatchBatch(ctx actor.Context, cmd *publishBatchCmd, 
 			Msg:      m,
 			Deadline: cmd.deadline,
 			Done: func(err error) {
-				a.recordBatchOutcome(err)
+				a.recordBatchOutcome(m.Exchange, err)
 				cmd.done(i, err)
 			},
 		})
@@ -201,11 +219,13 @@ func (a *publisherActor) enqueueBatch(ctx actor.Context, b *heldBatch) {
 	}
 }
 
-func (a *publisherActor) recordBatchOutcome(err error) {
+func (a *publisherActor) recordBatchOutcome(exchange string, err error) {
 	switch {
 	case err == nil:
 		a.sys.metrics.Messages.WithLabelValues("published").Inc()
 	case errors.Is(err, transport.ErrUnroutable):
 		a.sys.metrics.Messages.WithLabelValues("returned").Inc()
+	case errors.Is(err, transport.ErrExchangeNotFound):
+		a.topo.Forget(exchange)
 	}
 }

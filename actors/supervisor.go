@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"sort"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -180,8 +181,12 @@ type Snapshot struct {
 
 func (a *supervisorActor) snapshot() *Snapshot {
 	now := time.Now()
-	s := &Snapshot{MaxConnections: a.sys.cfg.MaxConnections, TakenAt: now, Connections: []ConnectionSnapshot{}}
+	s := &Snapshot{MaxConnections: a.sys.cfg.MaxConnections, TakenAt: now.UTC(), Connections: []ConnectionSnapshot{}}
 	for key, e := range a.entries {
+		var slots BulkheadSnapshot
+		if b, ok := a.sys.bulkheads.Load(key); ok {
+			slots = b.(*bulkhead).snapshot()
+		}
 		s.Connections = append(s.Connections, ConnectionSnapshot{
 			pid:      e.pid,
 			User:     e.user,
@@ -189,8 +194,15 @@ func (a *supervisorActor) snapshot() *Snapshot {
 			Running:  e.pid != nil,
 			Restarts: e.restarts,
 			Breaker:  e.breaker.snapshot(now),
-			Bulkhead: a.sys.bulkheadOf(key).snapshot(),
+			Bulkhead: slots,
 		})
 	}
+	sort.Slice(s.Connections, func(i, j int) bool {
+		ci, cj := s.Connections[i], s.Connections[j]
+		if ci.User != cj.User {
+			return ci.User < cj.User
+		}
+		return ci.Vhost < cj.Vhost
+	})
 	return s
 }

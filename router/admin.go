@@ -24,8 +24,9 @@ func (s *Server) handleSupervision(req *request) {
 		s.writeError(req, errAdminDisabled)
 		return
 	}
-	token, ok := strings.CutPrefix(header(req.ctx, "Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AdminToken)) != 1 {
+	scheme, token, _ := strings.Cut(header(req.ctx, "Authorization"), " ")
+	if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AdminToken)) != 1 {
+		req.ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="rmqrouter-admin"`)
 		s.writeError(req, errAdminToken)
 		return
 	}

@@ -33,6 +33,25 @@ type batchAnswer struct {
 	Results   []batchResult `json:"results"`
 }
 
+// sameConnectionError returns the error of the whole batch when every
+// message failed with 401 or with the same 403: the broker refused the
+// credentials or the vhost, so no message could have been published.
+func sameConnectionError(results []batchResult) *apiError {
+	first := results[0]
+	if first.Status != 401 && first.Status != 403 {
+		return nil
+	}
+	for _, r := range results[1:] {
+		if r.Status != first.Status || r.Error != first.Error {
+			return nil
+		}
+	}
+	if first.Status == 401 {
+		return errAuthFailed
+	}
+	return newAPIError(403, first.Error, first.Detail, first.Detail)
+}
+
 // handleBatch serves POST /v1/publish/batch: up to 1000 publish bodies,
 // validated one by one, the valid ones published together on one channel.
 // The answer is 207 with one result per message, in order, unless the body
@@ -95,6 +114,12 @@ func (s *Server) handleBatch(req *request) {
 			}
 			r.Status, r.MessageID, r.CorrelationID = 202, msgs[j].MessageID, msgs[j].CorrelationID
 		}
+	}
+
+	// A refused login or vhost concerns the request, not its messages.
+	if e := sameConnectionError(results); e != nil {
+		s.writeError(req, e)
+		return
 	}
 
 	answer := batchAnswer{RequestID: req.id, Results: results}

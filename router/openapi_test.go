@@ -587,11 +587,8 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 			t.Errorf("accepted result has message_id %q, want batch-ok", result.Results[0].MessageID)
 		}
 
-		r = k.send(openAPICase{name: "batch with a refused password", method: "POST", path: "/v1/publish/batch", user: g, pass: "not-the-password", headers: asJSON,
-			body: batch(message(nil), message(nil)), status: 207})
-		if n := strings.Count(string(r.Body), `"status":401,"error":"authentication_failed"`); n != 2 {
-			t.Errorf("batch with a refused password: %d results authentication_failed, want 2; body %s", n, r.Body)
-		}
+		k.send(openAPICase{name: "batch with a refused password", method: "POST", path: "/v1/publish/batch", user: g, pass: "not-the-password", headers: asJSON,
+			body: batch(message(nil), message(nil)), status: 401, code: "authentication_failed"})
 		k.send(openAPICase{name: "batch in Russian", method: "POST", path: "/v1/publish/batch", user: g, pass: g,
 			headers: map[string]string{"Content-Type": "application/json", "Accept-Language": "ru"},
 			body:    batch(message(map[string]any{"persistence": 3})), status: 207})

@@ -235,7 +235,7 @@ type errorBody struct {
 
 func (s *Server) writeError(req *request, e *apiError) {
 	ctx := req.ctx
-	if e.status == 401 {
+	if e.status == 401 && len(ctx.Response.Header.Peek("WWW-Authenticate")) == 0 {
 		ctx.Response.Header.Set("WWW-Authenticate", `Basic realm="rmqrouter", charset="UTF-8"`)
 	}
 	if e.retryAfter > 0 {
