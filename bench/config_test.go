@@ -1,0 +1,107 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := parseConfig(nil, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if !slices.Equal(cfg.scenarios, []string{"publish-json"}) {
+		t.Errorf("scenarios = %v, want [publish-json]", cfg.scenarios)
+	}
+	if cfg.duration != 10*time.Second {
+		t.Errorf("duration = %s, want 10s", cfg.duration)
+	}
+	if cfg.concurrency != 16 {
+		t.Errorf("concurrency = %d, want 16", cfg.concurrency)
+	}
+	if cfg.size != 1024 {
+		t.Errorf("size = %d, want 1024", cfg.size)
+	}
+	if cfg.rounds != 3 {
+		t.Errorf("rounds = %d, want 3", cfg.rounds)
+	}
+	if !slices.Equal(cfg.sweepLevels, []int{1, 4, 16, 64, 256}) {
+		t.Errorf("sweep levels = %v, want 1,4,16,64,256", cfg.sweepLevels)
+	}
+	if cfg.amqp.Host != "127.0.0.1" {
+		t.Errorf("amqp host = %q, want 127.0.0.1", cfg.amqp.Host)
+	}
+	if cfg.amqp.Username != "guest" {
+		t.Errorf("amqp user = %q, want guest", cfg.amqp.Username)
+	}
+	if cfg.amqp.Vhost != "/" {
+		t.Errorf("amqp vhost = %q, want /", cfg.amqp.Vhost)
+	}
+}
+
+func TestParseConfigScenarios(t *testing.T) {
+	cfg, err := parseConfig([]string{"-scenario", "all"}, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if !slices.Equal(cfg.scenarios, scenarioNames) {
+		t.Errorf("all = %v, want %v", cfg.scenarios, scenarioNames)
+	}
+
+	cfg, err = parseConfig([]string{"-scenario", "fetch-ack, mixed,fetch-ack"}, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if !slices.Equal(cfg.scenarios, []string{"fetch-ack", "mixed"}) {
+		t.Errorf("list = %v, want [fetch-ack mixed] without the repeat", cfg.scenarios)
+	}
+}
+
+func TestParseConfigRejectsInvalid(t *testing.T) {
+	cases := map[string][]string{
+		"unknown scenario":    {"-scenario", "publish"},
+		"zero duration":       {"-duration", "0s"},
+		"zero concurrency":    {"-concurrency", "0"},
+		"zero size":           {"-size", "0"},
+		"negative users":      {"-users", "-1"},
+		"unknown format":      {"-format", "yaml"},
+		"bad sweep level":     {"-sweep-levels", "1,x"},
+		"batch too large":     {"-batch-size", "1001"},
+		"router url path":     {"-router-url", "http://127.0.0.1:8000/v1"},
+		"router url scheme":   {"-router-url", "ftp://127.0.0.1"},
+		"bad amqp url":        {"-amqp-url", "http://x"},
+		"positional argument": {"extra"},
+	}
+	for name, args := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := parseConfig(args, io.Discard); err == nil {
+				t.Errorf("parseConfig(%q) returned no error", args)
+			}
+		})
+	}
+}
+
+func TestParseConfigHelp(t *testing.T) {
+	var out strings.Builder
+	_, err := parseConfig([]string{"-h"}, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("parseConfig(-h) error = %v, want flag.ErrHelp", err)
+	}
+	for _, want := range []string{"Usage: go run ./bench", "-router-url", "-sweep"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("help does not mention %q", want)
+		}
+	}
+}
+
+func TestNormalizeRouterURL(t *testing.T) {
+	got, err := normalizeRouterURL("http://127.0.0.1:8000/")
+	if err != nil || got != "http://127.0.0.1:8000" {
+		t.Errorf("normalizeRouterURL = %q, %v, want http://127.0.0.1:8000", got, err)
+	}
+}
