@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"strings"
+
+	fastjson "github.com/goccy/go-json"
 )
 
 // decodeStrict decodes one JSON object from body into v, rejecting unknown
@@ -17,12 +19,12 @@ func decodeStrict(body []byte, v any) *apiError {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errInvalidJSON("the body is empty")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
+	dec := fastjson.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonError(err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if rest := body[dec.InputOffset():]; len(bytes.TrimSpace(rest)) > 0 {
 		return errInvalidJSON("data follows the JSON object")
 	}
 	return nil
@@ -31,25 +33,38 @@ func decodeStrict(body []byte, v any) *apiError {
 func jsonError(err error) *apiError {
 	var syntaxErr *json.SyntaxError
 	var typeErr *json.UnmarshalTypeError
+	var fastSyntaxErr *fastjson.SyntaxError
+	var fastTypeErr *fastjson.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syntaxErr):
 		return errInvalidJSON(syntaxErr.Error())
+	case errors.As(err, &fastSyntaxErr):
+		return errInvalidJSON(fastSyntaxErr.Error())
+	case errors.As(err, &fastTypeErr):
+		return typeError(fastTypeErr.Field, fastTypeErr.Type.Kind().String())
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return errInvalidJSON("the body ends in the middle of a value")
 	case errors.As(err, &typeErr):
-		if typeErr.Field == "" {
-			return newAPIError(422, "validation_error",
-				"The request body must be a JSON object.",
-				"Тело запроса должно быть объектом JSON.")
-		}
-		return errValidation(typeErr.Field, "must be of type "+jsonType(typeErr.Type.Kind().String()),
-			"должно иметь тип "+jsonType(typeErr.Type.Kind().String()))
+		return typeError(typeErr.Field, typeErr.Type.Kind().String())
+	case err.Error() == "unexpected EOF":
+		return errInvalidJSON("the body ends in the middle of a value")
 	}
 	if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 		field = strings.Trim(field, `"`)
 		return errValidation(field, "unknown field", "неизвестное поле")
 	}
 	return errInvalidJSON(err.Error())
+}
+
+// typeError reports a value of the wrong JSON type in field ("" for the
+// body itself).
+func typeError(field, kind string) *apiError {
+	if field == "" {
+		return newAPIError(422, "validation_error",
+			"The request body must be a JSON object.",
+			"Тело запроса должно быть объектом JSON.")
+	}
+	return errValidation(field, "must be of type "+jsonType(kind), "должно иметь тип "+jsonType(kind))
 }
 
 func jsonType(kind string) string {

@@ -265,3 +265,50 @@ func FuzzPublishNever500(f *testing.F) {
 		}
 	})
 }
+func TestDecodeStrictErrors(t *testing.T) {
+	cases := map[string]string{
+		`{"exchange":"x"} }`:              "invalid_json",
+		`{"exchange":"x"} x`:              "invalid_json",
+		`{"exchange":"x"}   `:             "",
+		`{"exchange":`:                    "invalid_json",
+		`{"priority":"high"}`:             "validation_error:priority",
+		`{"headers":{"a":1}}`:             "validation_error:headers.a",
+		`{"colour":1}`:                    "validation_error:colour",
+		`[1]`:                             "validation_error:",
+		`{"priority":1e400}`:              "validation_error:priority",
+		"\xef\xbb\xbf{\"exchange\":\"x\"}": "",
+		`{"exchange":"\ud800"}`:            "",
+		`nul`:                             "invalid_json",
+	}
+	for in, want := range cases {
+		var b publishBody
+		e := decodeStrict([]byte(in), &b)
+		got := ""
+		if e != nil {
+			got = e.code
+			if e.code == "validation_error" {
+				got += ":"
+				if i := indexQuote(e.en); i != "" {
+					got += i
+				}
+			}
+		}
+		if got != want {
+			t.Errorf("%q: got %q (%v), want %q", in, got, e, want)
+		}
+	}
+}
+
+func indexQuote(s string) string {
+	start := -1
+	for i, c := range s {
+		if c == '"' {
+			if start < 0 {
+				start = i + 1
+			} else {
+				return s[start:i]
+			}
+		}
+	}
+	return ""
+}
