@@ -131,6 +131,12 @@ func New() *Metrics {
 	for _, event := range []string{"published", "returned", "delivered", "acked", "rejected"} {
 		m.Messages.WithLabelValues(event)
 	}
+	for _, kind := range []string{"connection", "publisher", "session"} {
+		m.ActorRestarts.WithLabelValues(kind)
+	}
+	for _, state := range []string{"open", "closed"} {
+		m.BreakerTransitions.WithLabelValues(state)
+	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

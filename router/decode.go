@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	fastjson "github.com/goccy/go-json"
 )
@@ -18,6 +19,11 @@ func decodeStrict(body []byte, v any) *apiError {
 	body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf"))
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errInvalidJSON("the body is empty")
+	}
+	// JSON text is UTF-8; a decoder would turn invalid bytes into U+FFFD
+	// and pass a name the client never sent on to the broker.
+	if !utf8.Valid(body) {
+		return errInvalidJSON("the body is not valid UTF-8")
 	}
 	dec := fastjson.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/rmqrouter/rmqrouter/internal/testenv"
@@ -640,4 +641,17 @@ func TestHealthReadyMetricsOpenAPI(t *testing.T) {
 	expectError(t, r, 405, "method_not_allowed")
 	r = s.Do("GET", "/nowhere", "", "", nil, nil)
 	expectError(t, r, 404, "not_found")
+}
+
+func TestBodyTooLarge(t *testing.T) {
+	s := testenv.NewStack(t, testenv.Options{})
+	big := bytes.Repeat([]byte("x"), 1<<20+1)
+	r, err := s.Send("POST", "/v1/exchanges/amq.default/publish?routing_key=k", "guest", "guest", big, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectError(t, r, 413, "payload_too_large")
+	if n := testutil.ToFloat64(s.Metrics.HTTPRequests.WithLabelValues("other", "POST", "413")); n != 1 {
+		t.Fatalf("413 counted %v times in the HTTP request metric", n)
+	}
 }

@@ -204,10 +204,11 @@ func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 	ctx.Response.Header.Set("X-Request-ID", req.id)
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		s.writeError(req, errPayloadTooLarge)
-		return
+	} else {
+		s.writeError(req, newAPIError(400, "invalid_request",
+			"The HTTP request could not be parsed.", "HTTP-запрос не удалось разобрать."))
 	}
-	s.writeError(req, newAPIError(400, "invalid_request",
-		"The HTTP request could not be parsed.", "HTTP-запрос не удалось разобрать."))
+	s.metrics.HTTPRequests.WithLabelValues("other", string(ctx.Method()), strconv.Itoa(ctx.Response.StatusCode())).Inc()
 }
 
 // authenticate returns the request's credentials or writes a 401.

@@ -267,18 +267,19 @@ func FuzzPublishNever500(f *testing.F) {
 }
 func TestDecodeStrictErrors(t *testing.T) {
 	cases := map[string]string{
-		`{"exchange":"x"} }`:              "invalid_json",
-		`{"exchange":"x"} x`:              "invalid_json",
-		`{"exchange":"x"}   `:             "",
-		`{"exchange":`:                    "invalid_json",
-		`{"priority":"high"}`:             "validation_error:priority",
-		`{"headers":{"a":1}}`:             "validation_error:headers.a",
-		`{"colour":1}`:                    "validation_error:colour",
-		`[1]`:                             "validation_error:",
-		`{"priority":1e400}`:              "validation_error:priority",
+		`{"exchange":"x"} }`:               "invalid_json",
+		`{"exchange":"x"} x`:               "invalid_json",
+		`{"exchange":"x"}   `:              "",
+		`{"exchange":`:                     "invalid_json",
+		`{"priority":"high"}`:              "validation_error:priority",
+		`{"headers":{"a":1}}`:              "validation_error:headers.a",
+		`{"colour":1}`:                     "validation_error:colour",
+		`[1]`:                              "validation_error:",
+		`{"priority":1e400}`:               "validation_error:priority",
 		"\xef\xbb\xbf{\"exchange\":\"x\"}": "",
 		`{"exchange":"\ud800"}`:            "",
-		`nul`:                             "invalid_json",
+		`nul`:                              "invalid_json",
+		"{\"queue\":\"\xff\xfe\"}":         "invalid_json",
 	}
 	for in, want := range cases {
 		var b publishBody
