@@ -92,12 +92,6 @@ func (g *loadGen) finish() []outcome {
 	return append([]outcome(nil), g.results...)
 }
 
-func (g *loadGen) snapshot() []outcome {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return append([]outcome(nil), g.results...)
-}
-
 func countCodes(results []outcome) map[string]int {
 	m := map[string]int{}
 	for _, o := range results {
