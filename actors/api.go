@@ -266,15 +266,9 @@ func (s *System) Publish(ctx context.Context, creds *security.Credentials, vhost
 		cmd.deadline = dl
 	}
 	s.root.Send(s.supervisor, cmd)
-	var err error
-	select {
-	case err = <-cmd.result.ch:
-	case <-ctx.Done():
-		if cmd.result.abandon() {
-			err = ErrConfirmTimeout
-		} else {
-			err = <-cmd.result.ch
-		}
+	err, answered := await(ctx, cmd.result)
+	if !answered {
+		err = ErrConfirmTimeout
 	}
 	s.report(r.key, err, cmd.isProbe())
 	return err
@@ -371,15 +365,11 @@ func (s *System) Settle(ctx context.Context, creds *security.Credentials, tag ui
 
 	cmd := &settleCmd{tag: tag, ack: ack, requeue: requeue, result: newReply[error]()}
 	s.root.Send(entry.session, cmd)
-	select {
-	case err := <-cmd.result.ch:
-		return err
-	case <-ctx.Done():
-		if cmd.result.abandon() {
-			return ErrRequestTimeout
-		}
-		return <-cmd.result.ch
+	err, answered := await(ctx, cmd.result)
+	if !answered {
+		return ErrRequestTimeout
 	}
+	return err
 }
 
 func (s *System) route(creds *security.Credentials, vhost string) route {

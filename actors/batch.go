@@ -99,15 +99,9 @@ func (s *System) PublishBatch(ctx context.Context, creds *security.Credentials, 
 		cmd.deadline = dl
 	}
 	s.root.Send(s.supervisor, cmd)
-	var out []error
-	select {
-	case out = <-cmd.result.ch:
-	case <-ctx.Done():
-		if cmd.result.abandon() {
-			out = fill(ErrConfirmTimeout)
-		} else {
-			out = <-cmd.result.ch
-		}
+	out, answered := await(ctx, cmd.result)
+	if !answered {
+		out = fill(ErrConfirmTimeout)
 	}
 	s.report(r.key, batchOutcome(out), cmd.probe.Load())
 	return out

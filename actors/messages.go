@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,20 @@ func (r *reply[T]) send(v T) bool {
 // abandon marks the reply as no longer awaited. It returns false when an
 // answer was already sent, which the waiter must then read.
 func (r *reply[T]) abandon() bool { return r.state.CompareAndSwap(0, 2) }
+
+// await returns r's answer. When ctx ends before one was sent, it marks r
+// abandoned and returns answered false; a later answer is then dropped.
+func await[T any](ctx context.Context, r *reply[T]) (v T, answered bool) {
+	select {
+	case v = <-r.ch:
+		return v, true
+	case <-ctx.Done():
+		if r.abandon() {
+			return v, false
+		}
+		return <-r.ch, true
+	}
+}
 
 // failer is a request that can be answered with an error by anyone holding
 // it, such as the dead-letter handler.

@@ -127,15 +127,10 @@ func (s *System) OpenSession(ctx context.Context, creds *security.Credentials, v
 	cmd.cfg.created = cmd.result
 	s.root.Send(s.supervisor, cmd)
 
-	select {
-	case err = <-cmd.result.ch:
-	case <-ctx.Done():
-		if cmd.result.abandon() {
-			// The session notices the abandoned reply and stops itself.
-			err = errNoAnswer("basic.consume")
-		} else {
-			err = <-cmd.result.ch
-		}
+	var answered bool
+	if err, answered = await(ctx, cmd.result); !answered {
+		// The session notices the abandoned reply and stops itself.
+		err = errNoAnswer("basic.consume")
 	}
 	if err != nil {
 		s.sessions.release(id)
@@ -160,14 +155,9 @@ func (s *System) SessionMessages(ctx context.Context, creds *security.Credential
 
 	cmd := &fetchCmd{max: max, wait: wait, result: newReply[fetchOutcome]()}
 	s.root.Send(pid, cmd)
-	var out fetchOutcome
-	select {
-	case out = <-cmd.result.ch:
-	case <-ctx.Done():
-		if cmd.result.abandon() {
-			return nil, errNoAnswer("session")
-		}
-		out = <-cmd.result.ch
+	out, answered := await(ctx, cmd.result)
+	if !answered {
+		return nil, errNoAnswer("session")
 	}
 	return out.results, s.sessionError(out.err, id, creds.Key)
 }
@@ -190,14 +180,9 @@ func (s *System) SettleSession(ctx context.Context, creds *security.Credentials,
 
 	cmd := &settleBatchCmd{tags: tags, ack: ack, requeue: requeue, result: newReply[settleBatchOutcome]()}
 	s.root.Send(pid, cmd)
-	var out settleBatchOutcome
-	select {
-	case out = <-cmd.result.ch:
-	case <-ctx.Done():
-		if cmd.result.abandon() {
-			return nil, errNoAnswer("basic.ack")
-		}
-		out = <-cmd.result.ch
+	out, answered := await(ctx, cmd.result)
+	if !answered {
+		return nil, errNoAnswer("basic.ack")
 	}
 	return out.results, s.sessionError(out.err, id, creds.Key)
 }
@@ -219,13 +204,9 @@ func (s *System) CloseSession(ctx context.Context, creds *security.Credentials, 
 
 	cmd := &closeSessionCmd{result: newReply[error]()}
 	s.root.Send(pid, cmd)
-	select {
-	case err = <-cmd.result.ch:
-	case <-ctx.Done():
-		if cmd.result.abandon() {
-			return errNoAnswer("channel.close")
-		}
-		err = <-cmd.result.ch
+	err, answered := await(ctx, cmd.result)
+	if !answered {
+		return errNoAnswer("channel.close")
 	}
 	return s.sessionError(err, id, creds.Key)
 }
@@ -463,13 +444,9 @@ func (s *System) fetchImplicit(ctx context.Context, r route, queue string, wait 
 		result:  newReply[fetchOutcome](),
 	}
 	s.root.Send(s.supervisor, cmd)
-	select {
-	case out := <-cmd.result.ch:
-		return out
-	case <-ctx.Done():
-		if cmd.result.abandon() {
-			return fetchOutcome{err: ErrRequestTimeout}
-		}
-		return <-cmd.result.ch
+	out, answered := await(ctx, cmd.result)
+	if !answered {
+		return fetchOutcome{err: ErrRequestTimeout}
 	}
+	return out
 }

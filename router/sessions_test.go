@@ -616,7 +616,7 @@ func TestSessionBadInput(t *testing.T) {
 		{"tags missing", "POST", "/v1/sessions/" + id + "/ack", `{}`, 422, "validation_error", "delivery_tags"},
 		{"tags empty", "POST", "/v1/sessions/" + id + "/ack", `{"delivery_tags":[]}`, 422, "validation_error", "delivery_tags"},
 		{"tag zero", "POST", "/v1/sessions/" + id + "/ack", `{"delivery_tags":[0]}`, 422, "validation_error", "delivery_tags"},
-		{"tag negative", "POST", "/v1/sessions/" + id + "/ack", `{"delivery_tags":[-1]}`, 422, "validation_error", "delivery_tags"},
+		{"tag negative", "POST", "/v1/sessions/" + id + "/ack", `{"delivery_tags":[-1]}`, 422, "validation_error", "delivery_tags.0"},
 		{"tag duplicate", "POST", "/v1/sessions/" + id + "/ack", `{"delivery_tags":[7,7]}`, 422, "validation_error", "delivery_tags"},
 		{"ack with requeue", "POST", "/v1/sessions/" + id + "/ack", `{"delivery_tags":[7],"requeue":true}`, 422, "validation_error", "requeue"},
 		{"nack requeue string", "POST", "/v1/sessions/" + id + "/nack", `{"delivery_tags":[7],"requeue":"yes"}`, 422, "validation_error", "requeue"},
