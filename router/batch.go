@@ -67,7 +67,7 @@ func (s *Server) handleBatch(req *request) {
 		return
 	}
 	if len(body.Messages) == 0 || len(body.Messages) > actors.MaxBatch {
-		s.writeError(req, errValidation("messages", fmt.Sprintf("must hold 1 to %d messages", actors.MaxBatch),
+		s.writeError(req, errValidation("messages", fmt.Sprintf("must contain 1 to %d messages", actors.MaxBatch),
 			fmt.Sprintf("должно содержать от 1 до %d сообщений", actors.MaxBatch)))
 		return
 	}

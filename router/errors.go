@@ -32,6 +32,12 @@ func (e *apiError) detail(russian bool) string {
 	return e.en
 }
 
+func errPayloadTooLarge(max int) *apiError {
+	return newAPIError(413, "payload_too_large",
+		fmt.Sprintf("The request body is larger than the maximum of %d bytes (--max-body-bytes).", max),
+		fmt.Sprintf("Тело запроса больше допустимых %d байт (--max-body-bytes).", max))
+}
+
 func errInvalidJSON(reason string) *apiError {
 	return newAPIError(400, "invalid_json",
 		"The request body is not valid JSON: "+reason+".",
@@ -67,9 +73,6 @@ var (
 	errMethodNotAllowed = newAPIError(405, "method_not_allowed",
 		"This method is not allowed on this endpoint.",
 		"Этот метод не поддерживается для данного адреса.")
-	errPayloadTooLarge = newAPIError(413, "payload_too_large",
-		"The request body is larger than the configured maximum.",
-		"Тело запроса больше допустимого размера.")
 	errInternal = newAPIError(500, "internal_error",
 		"The router failed to process the request; this is a bug, please report it with the request id.",
 		"Маршрутизатор не смог обработать запрос; это ошибка, сообщите о ней с идентификатором запроса.")

@@ -286,7 +286,7 @@ func messageFromHeaders(req *request) (*transport.Message, *apiError) {
 			msg.Priority = uint8(p)
 		case strings.EqualFold(name, "X-Expiration"):
 			if n, err := strconv.ParseUint(value, 10, 32); err != nil || n > 1<<31 {
-				e = errValidation("X-Expiration", "must be a number of milliseconds", "должно быть числом миллисекунд")
+				e = errValidation("X-Expiration", "must be a number of milliseconds from 0 to 2147483648", "должно быть числом миллисекунд от 0 до 2147483648")
 			}
 			msg.Expiration = value
 		case strings.EqualFold(name, "X-Persistent"):

@@ -203,7 +203,7 @@ func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 	req := &request{ctx: ctx, id: requestID(ctx)}
 	ctx.Response.Header.Set("X-Request-ID", req.id)
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-		s.writeError(req, errPayloadTooLarge)
+		s.writeError(req, errPayloadTooLarge(s.cfg.MaxBodyBytes))
 	} else {
 		s.writeError(req, newAPIError(400, "invalid_request",
 			"The HTTP request could not be parsed.", "HTTP-запрос не удалось разобрать."))

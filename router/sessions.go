@@ -350,13 +350,13 @@ func settleRequest(raw []byte, ack bool) (tags []uint64, requeue bool, e *apiErr
 			"должно быть непустым массивом delivery tag")
 	}
 	if len(*list) > maxTagsPerRequest {
-		return nil, false, errValidation("delivery_tags", fmt.Sprintf("must hold at most %d tags", maxTagsPerRequest),
+		return nil, false, errValidation("delivery_tags", fmt.Sprintf("must contain at most %d tags", maxTagsPerRequest),
 			fmt.Sprintf("должно содержать не больше %d тегов", maxTagsPerRequest))
 	}
 	seen := make(map[uint64]struct{}, len(*list))
 	for _, tag := range *list {
 		if tag == 0 {
-			return nil, false, errValidation("delivery_tags", "must hold positive integers",
+			return nil, false, errValidation("delivery_tags", "must contain positive integers",
 				"должно содержать положительные целые числа")
 		}
 		if _, dup := seen[tag]; dup {

@@ -165,7 +165,9 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (*co
 			}
 		}
 		if err := s.set(c, value); err != nil {
-			return nil, fmt.Errorf("invalid %s: %v", source, err)
+			// Only integer and duration settings can fail here, so the
+			// value holds no password and can be shown.
+			return nil, fmt.Errorf("invalid %s %q: %v", source, value, err)
 		}
 	}
 	return c, c.validate()
