@@ -27,12 +27,12 @@ var (
 	// ErrDeliveryTagStale means the tag belongs to a channel that has
 	// closed since; the broker will redeliver the message.
 	ErrDeliveryTagStale = errors.New("delivery tag is from a closed channel")
-	// ErrConfirmTimeout means no answer came from the broker within the
+	// ErrConfirmTimeout means no confirm came from the broker within the
 	// request's deadline; the outcome is unknown.
 	ErrConfirmTimeout = errors.New("no confirm from the broker within the publish timeout")
-	// ErrRequestTimeout means a fetch, ack or reject got no answer within
+	// ErrRequestTimeout means a fetch, ack or reject got no response within
 	// its deadline.
-	ErrRequestTimeout = errors.New("no answer from the broker within the request deadline")
+	ErrRequestTimeout = errors.New("no response from the broker within the request deadline")
 	// ErrTooManyInFlight means the connection's publishing channels are full.
 	ErrTooManyInFlight = errors.New("too many requests in flight on this connection")
 	// ErrActorGone means the request reached an actor that had stopped.
@@ -287,7 +287,8 @@ func (s *System) report(key string, err error, probe bool) {
 	}
 }
 
-// isInfraFailure tells broker or network failures from client errors.
+// isInfraFailure reports whether err is a broker or network failure, as
+// opposed to a client error.
 func isInfraFailure(err error) bool {
 	return errors.Is(err, transport.ErrBrokerUnavailable) || errors.Is(err, transport.ErrOutcomeUnknown) ||
 		errors.Is(err, transport.ErrNotSent) || errors.Is(err, ErrConfirmTimeout) || errors.Is(err, ErrActorGone)

@@ -16,7 +16,7 @@ import (
 const MaxBatch = 1000
 
 // publishBatchCmd publishes several messages on one channel, back to back,
-// and answers once every confirm (or error) is in. results[i] is nil when
+// and replies once every confirm (or error) is in. results[i] is nil when
 // message i was confirmed.
 type publishBatchCmd struct {
 	route    route
@@ -31,7 +31,7 @@ type publishBatchCmd struct {
 
 func (c *publishBatchCmd) markProbe() { c.probe.Store(true) }
 
-// fail answers every message of the batch with err.
+// fail replies with err for every message of the batch.
 func (c *publishBatchCmd) fail(err error) {
 	out := make([]error, len(c.msgs))
 	for i := range out {
@@ -42,7 +42,7 @@ func (c *publishBatchCmd) fail(err error) {
 func (c *publishBatchCmd) routeOf() route           { return c.route }
 func (c *publishBatchCmd) IgnoreDeadLetterLogging() {}
 
-// done records the outcome of message i; the last one answers the batch.
+// done records the outcome of message i. The last one sends the reply.
 func (c *publishBatchCmd) done(i int, err error) {
 	c.results[i] = err
 	if c.pending.Add(-1) == 0 {
@@ -107,7 +107,7 @@ func (s *System) PublishBatch(ctx context.Context, creds *security.Credentials, 
 	return out
 }
 
-// batchOutcome is what a batch tells the breaker: an infrastructure error
+// batchOutcome is what a batch reports to the breaker: an infrastructure error
 // when no message got past one, else nil.
 func batchOutcome(errs []error) error {
 	var infra error

@@ -12,11 +12,11 @@ import (
 	"github.com/rmqrouter/rmqrouter/transport"
 )
 
-// reply is a one-shot answer channel. The first of send, abandon and fail
-// wins; later calls do nothing, so every request is answered exactly once.
+// reply is a one-shot result channel. The first of send, abandon and fail
+// wins; later calls do nothing, so every request gets exactly one reply.
 type reply[T any] struct {
 	ch    chan T
-	state atomic.Int32 // 0 open, 1 answered, 2 abandoned by the waiter
+	state atomic.Int32 // 0 open, 1 replied, 2 abandoned by the waiter
 }
 
 func newReply[T any]() *reply[T] { return &reply[T]{ch: make(chan T, 1)} }
@@ -30,8 +30,8 @@ func (r *reply[T]) send(v T) bool {
 	return false
 }
 
-// abandon marks the reply as no longer awaited. It returns false when an
-// answer was already sent, which the waiter must then read.
+// abandon marks the reply as no longer awaited. It returns false when a
+// result was already sent, which the waiter must then read.
 func (r *reply[T]) abandon() bool { return r.state.CompareAndSwap(0, 2) }
 
 // await returns r's answer. When ctx ends before one was sent, it marks r
@@ -138,7 +138,7 @@ type internal struct{}
 func (internal) NotInfluenceReceiveTimeout() {}
 func (internal) IgnoreDeadLetterLogging()    {}
 
-// retire asks a parent to forget and poison a child.
+// retire requests that a parent forget and poison a child.
 type retire struct {
 	internal
 	key string
@@ -166,12 +166,12 @@ type connectionBlocked struct {
 
 type redial struct{ internal }
 
-// connectionReady tells children that a connection is open.
+// connectionReady notifies children that a connection is open.
 type connectionReady struct {
 	internal
 	conn       *transport.Connection
 	generation uint64
 }
 
-// connectionLost tells children that the connection closed.
+// connectionLost notifies children that the connection closed.
 type connectionLost struct{ internal }

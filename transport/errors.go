@@ -20,7 +20,7 @@ var (
 	ErrQueueNotFound = errors.New("queue not found")
 	// ErrUnroutable means the broker returned a mandatory publishing.
 	ErrUnroutable = errors.New("message returned as unroutable")
-	// ErrNacked means the broker answered basic.nack.
+	// ErrNacked means the broker replied with basic.nack.
 	ErrNacked = errors.New("broker rejected the message with basic.nack")
 	// ErrNotSent means the publishing never reached the socket, so it is
 	// safe to send again without risk of a duplicate.
