@@ -46,6 +46,7 @@ type connectionActor struct {
 	attempt    int // consecutive failed dials
 	endpoint   int // index into cfg.Endpoints of the next dial
 	reconnect  bool
+	retiring   bool // a retire was sent to the supervisor
 	waiting    []routed
 
 	lastRequest time.Time
@@ -124,6 +125,13 @@ func (a *connectionActor) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		a.stopIdle()
 		a.stopping.Store(true)
+		if !a.sys.stopping.Load() {
+			// Retired, not shut down: held requests get a new actor.
+			for _, msg := range a.waiting {
+				ctx.Send(ctx.Parent(), msg)
+			}
+			a.waiting = nil
+		}
 		a.release(ErrShuttingDown)
 	}
 }
@@ -164,7 +172,7 @@ func (a *connectionActor) onIdleCheck(ctx actor.Context) {
 	busy := len(a.sessions) > 0 || len(a.waiting) > 0 || a.sys.bulkheadOf(a.route.key).snapshot().InFlight > 0
 	if idle >= timeout && !busy {
 		a.log.Info("closing idle connection", "idle", idle.Round(time.Second).String())
-		ctx.Send(ctx.Parent(), &retire{key: a.route.key, pid: ctx.Self()})
+		a.retire(ctx)
 		return
 	}
 	next := timeout - idle
@@ -176,6 +184,10 @@ func (a *connectionActor) onIdleCheck(ctx actor.Context) {
 
 // handle serves a request now when connected, or holds it and dials.
 func (a *connectionActor) handle(ctx actor.Context, msg routed) {
+	if a.retiring {
+		ctx.Send(ctx.Parent(), msg)
+		return
+	}
 	a.lastRequest = time.Now()
 	switch {
 	case a.state == connected && !a.conn.IsClosed():
@@ -275,7 +287,7 @@ func (a *connectionActor) onDialResult(ctx actor.Context, msg *dialResult) {
 		a.failWaiting(msg.err)
 		if errors.Is(msg.err, transport.ErrAuthenticationFailed) || errors.Is(msg.err, transport.ErrAccessRefused) {
 			a.log.Info("broker refused the connection", "error", msg.err)
-			ctx.Send(ctx.Parent(), &retire{key: a.route.key, pid: ctx.Self()})
+			a.retire(ctx)
 			return
 		}
 		// Fail over: the next dial goes to the next endpoint.
@@ -338,7 +350,7 @@ func (a *connectionActor) scheduleRedial(ctx actor.Context, cause error) {
 	if a.attempt >= max {
 		a.log.Warn("giving up reconnecting; the next request dials again", "attempts", a.attempt, "error", cause)
 		a.failWaiting(cause)
-		ctx.Send(ctx.Parent(), &retire{key: a.route.key, pid: ctx.Self()})
+		a.retire(ctx)
 		return
 	}
 	delay := backoff(a.sys.cfg.RetryBaseDelay, a.sys.cfg.RetryMaxDelay, a.attempt)
@@ -387,6 +399,14 @@ func (a *connectionActor) failWaiting(err error) {
 		msg.fail(err)
 	}
 	a.waiting = nil
+}
+
+// retire asks the supervisor to forget and stop this actor. Requests that
+// still reach it go back to the supervisor, which handles the retire
+// first (both come from this actor, in order) and starts a new actor.
+func (a *connectionActor) retire(ctx actor.Context) {
+	a.retiring = true
+	ctx.Send(ctx.Parent(), &retire{key: a.route.key, pid: ctx.Self()})
 }
 
 // release replies to held requests and closes the connection in a tracked

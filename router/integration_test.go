@@ -644,8 +644,11 @@ func TestHealthReadyMetricsOpenAPI(t *testing.T) {
 }
 
 func TestBodyTooLarge(t *testing.T) {
-	s := testenv.NewStack(t, testenv.Options{})
-	big := bytes.Repeat([]byte("x"), 1<<20+1)
+	// A small limit, so that the whole body fits in the socket buffers:
+	// the router answers after the headers and closes the connection, and
+	// a client still writing a large body would see a reset instead.
+	s := testenv.NewStack(t, testenv.Options{MaxBodyBytes: 1024})
+	big := bytes.Repeat([]byte("x"), 1025)
 	r, err := s.Send("POST", "/v1/exchanges/amq.default/publish?routing_key=k", "guest", "guest", big, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -653,5 +656,38 @@ func TestBodyTooLarge(t *testing.T) {
 	expectError(t, r, 413, "payload_too_large")
 	if n := testutil.ToFloat64(s.Metrics.HTTPRequests.WithLabelValues("other", "POST", "413")); n != 1 {
 		t.Fatalf("413 counted %v times in the HTTP request metric", n)
+	}
+}
+
+// TestConcurrentWrongPasswords sends wrong passwords at once: the
+// connection actor retires after the refused login, and requests that
+// reach it meanwhile go to a new actor, so every one gets 401.
+func TestConcurrentWrongPasswords(t *testing.T) {
+	b := testenv.NewBroker(t)
+	s := testenv.NewStack(t, testenv.Options{Quiet: true})
+	q := queueOnDefault(t, b)
+	body := mustJSON(t, map[string]any{"exchange": "", "routing_key": q, "payload": "x"})
+
+	var wg sync.WaitGroup
+	statuses := make([]string, 20)
+	for i := range statuses {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			r, err := s.Send("POST", "/v1/publish", "guest", "wrong-password", body, nil)
+			if err != nil {
+				statuses[i] = err.Error()
+				return
+			}
+			var e struct{ Error string }
+			_ = json.Unmarshal(r.Body, &e)
+			statuses[i] = fmt.Sprint(r.Status, " ", e.Error)
+		}(i)
+	}
+	wg.Wait()
+	for i, st := range statuses {
+		if st != "401 authentication_failed" {
+			t.Fatalf("request %d got %s, want 401 authentication_failed (all: %v)", i, st, statuses)
+		}
 	}
 }

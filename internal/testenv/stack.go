@@ -39,6 +39,8 @@ type Options struct {
 	AdminToken     string
 	// Quiet logs at info level instead of debug, for load and fault tests.
 	Quiet bool
+	// MaxBodyBytes is the router's body limit; zero takes its default.
+	MaxBodyBytes int
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writes.
@@ -88,7 +90,7 @@ func NewStack(t testing.TB, opts Options) *Stack {
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	server := router.New(router.Config{PublishTimeout: timeout, OpenAPI: docs.OpenAPI, AdminToken: opts.AdminToken},
+	server := router.New(router.Config{PublishTimeout: timeout, OpenAPI: docs.OpenAPI, AdminToken: opts.AdminToken, MaxBodyBytes: opts.MaxBodyBytes},
 		system, security.NewStore(100), m, log, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
