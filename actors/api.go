@@ -215,7 +215,7 @@ func (s *System) sweepTags() {
 	}
 }
 
-// onDeadLetter answers a request that reached a stopped actor, so its
+// onDeadLetter replies to a request that reached a stopped actor, so its
 // caller does not wait for its deadline.
 func (s *System) onDeadLetter(evt any) {
 	dl, ok := evt.(*actor.DeadLetterEvent)
@@ -226,7 +226,7 @@ func (s *System) onDeadLetter(evt any) {
 	case failer:
 		m.fail(ErrActorGone)
 	case *dialResult:
-		// The actor stopped while it dialled: nobody owns this connection.
+		// The actor stopped while it dialled, so no actor owns this connection.
 		if m.conn != nil {
 			s.goTask(func() { m.conn.Close(time.Second) })
 		}

@@ -107,7 +107,7 @@ func (s *System) PublishBatch(ctx context.Context, creds *security.Credentials, 
 	return out
 }
 
-// batchOutcome is what a batch reports to the breaker: an infrastructure error
+// batchOutcome returns what a batch reports to the breaker: an infrastructure error
 // when no message got past one, else nil.
 func batchOutcome(errs []error) error {
 	var infra error
@@ -151,7 +151,7 @@ func (a *publisherActor) publishBatch(ctx actor.Context, cmd *publishBatchCmd) {
 	})
 }
 
-// dispatchBatch answers the messages whose exchange check failed and puts
+// dispatchBatch fails the messages whose exchange check failed and puts
 // the others on the open channel with the fewest in flight, all together.
 func (a *publisherActor) dispatchBatch(ctx actor.Context, cmd *publishBatchCmd, errs map[string]error) {
 	var ps []*transport.Publish

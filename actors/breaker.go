@@ -142,7 +142,7 @@ func (b *breaker) open(now time.Time) {
 	b.opened++
 }
 
-// success closes a half-open or open breaker: the broker answered.
+// success closes a half-open or open breaker because the broker responded.
 func (b *breaker) success() bool {
 	if b.state == BreakerClosed {
 		return false

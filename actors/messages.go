@@ -34,8 +34,8 @@ func (r *reply[T]) send(v T) bool {
 // result was already sent, which the waiter must then read.
 func (r *reply[T]) abandon() bool { return r.state.CompareAndSwap(0, 2) }
 
-// await returns r's answer. When ctx ends before one was sent, it marks r
-// abandoned and returns answered false; a later answer is then dropped.
+// await returns r's result. When ctx ends before one was sent, it marks r
+// abandoned and returns answered false, and a later result is dropped.
 func await[T any](ctx context.Context, r *reply[T]) (v T, answered bool) {
 	select {
 	case v = <-r.ch:
@@ -48,7 +48,7 @@ func await[T any](ctx context.Context, r *reply[T]) (v T, answered bool) {
 	}
 }
 
-// failer is a request that can be answered with an error by anyone holding
+// failer is a request that anyone holding it can fail with an error, holding
 // it, such as the dead-letter handler.
 type failer interface {
 	fail(err error)
@@ -87,7 +87,7 @@ type prober interface{ markProbe() }
 func (c *publishCmd) markProbe()    { c.probe.Store(true) }
 func (c *publishCmd) isProbe() bool { return c.probe.Load() }
 
-// fail answers the request. When an earlier attempt may have stored the
+// fail sends the request its result. When an earlier attempt may have stored the
 // message, a later infrastructure failure must not read as "not carried
 // out", so it is reported as ErrOutcomeUnknown.
 func (c *publishCmd) fail(err error) {
@@ -105,7 +105,7 @@ type fetchOutcome struct {
 	err     error
 }
 
-// fetchCmd asks a session for up to max messages (1 when zero). The
+// fetchCmd requests from a session up to max messages (1 when zero). The
 // implicit session of /v1/fetch gets it through the supervisor by route and
 // queue; an explicit session gets it directly.
 type fetchCmd struct {

@@ -20,7 +20,7 @@ type publisherActor struct {
 	conn *transport.Connection
 	topo *transport.Topology
 	// parentStopping is set when the connection actor stops for good:
-	// publishings are then answered, not sent again.
+	// publishings then get an error instead of a second attempt.
 	parentStopping *atomic.Bool
 
 	channels       []*transport.ConfirmChannel
@@ -85,7 +85,7 @@ func (a *publisherActor) Receive(ctx actor.Context) {
 		a.blocked = msg.blocked
 		if msg.blocked {
 			// Writes are stuck in the socket until the alarm clears:
-			// answer what is in flight now instead of at its timeout.
+			// fail what is in flight now instead of at its timeout.
 			blocked := &transport.Error{Op: "basic.publish", Kind: transport.ErrBlocked, Reason: msg.reason, Retryable: true}
 			for _, ch := range a.channels {
 				ch.Abandon(blocked)

@@ -278,7 +278,7 @@ func (a *sessionActor) end(ctx actor.Context, reason SessionEndReason, err error
 	ctx.Send(ctx.Parent(), &retire{key: a.cfg.key, pid: ctx.Self()})
 }
 
-// endedErr is the answer to a request that reaches an ending session. The
+// endedErr is the error returned to a request that reaches an ending session. The
 // caller of an implicit session retries and gets a new one.
 func (a *sessionActor) endedErr() error {
 	if a.cfg.explicit() {
@@ -352,7 +352,7 @@ func (a *sessionActor) open(ctx actor.Context) {
 		})
 		root.Send(self, &consumerOpened{consumer: c, generation: generation, err: err})
 		if c != nil {
-			// The actor sees consumerOpened before the first delivery.
+			// The actor receives consumerOpened before the first delivery.
 			c.Start()
 		}
 	})
@@ -548,7 +548,7 @@ func (a *sessionActor) fetch(ctx actor.Context, cmd *fetchCmd) {
 	a.waiters = append(a.waiters, w)
 }
 
-// answerEmpty answers a request for which no message came. Without a
+// answerEmpty replies to a request for which no message came. Without a
 // consumer (and none opening) that is the reason there is none, so the
 // request gets the error instead of an empty answer.
 func (a *sessionActor) answerEmpty(cmd *fetchCmd) {

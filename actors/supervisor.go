@@ -37,7 +37,7 @@ type infraEvent struct {
 	cause  string
 }
 
-// snapshotRequest asks the supervisor for the state of the tree.
+// snapshotRequest requests the state of the tree from the supervisor.
 type snapshotRequest struct{ internal }
 
 func newSupervisorActor(s *System) *supervisorActor {

@@ -44,7 +44,7 @@ func errInvalidJSON(reason string) *apiError {
 		"Тело запроса не является корректным JSON: "+reason+".")
 }
 
-// errValidation names the field and says what is wrong with it.
+// errValidation returns a 422 that names the field and what is wrong with it.
 func errValidation(field, en, ru string) *apiError {
 	return newAPIError(422, "validation_error",
 		fmt.Sprintf("Field %q: %s.", field, en),

@@ -15,12 +15,12 @@ type notReadyBody struct {
 	Checks map[string]string `json:"checks"`
 }
 
-// handleLive answers 200 while the process serves HTTP.
+// handleLive responds 200 while the process serves HTTP.
 func (s *Server) handleLive(req *request) {
 	s.writeJSON(req, 200, healthBody{Status: "ok", Checks: map[string]string{"http": "ok"}})
 }
 
-// handleReady answers 200 when the broker answers the system connection.
+// handleReady responds 200 while the router's own broker connection is open.
 func (s *Server) handleReady(req *request) {
 	if err := s.ready(); err != nil {
 		e := newAPIError(503, "broker_unavailable",
@@ -38,7 +38,7 @@ func (s *Server) handleReady(req *request) {
 	s.writeJSON(req, 200, healthBody{Status: "ready", Checks: map[string]string{"broker": "ok"}})
 }
 
-// handleStartup answers 200 once the router has started; it serves HTTP
+// handleStartup responds 200 once the router has started; it serves HTTP
 // only after its configuration was read and the actor system started.
 func (s *Server) handleStartup(req *request) {
 	s.writeJSON(req, 200, map[string]any{

@@ -265,16 +265,8 @@ func TestFetchAckEmptiesQueue(t *testing.T) {
 
 // consumerUnacked returns the number of unacknowledged messages of queue.
 func consumerUnacked(t *testing.T, queue string) int {
-	out := testenv.Rabbitmqctl(t, "list_queues", "-q", "--no-table-headers", "name", "messages_unacknowledged")
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == queue {
-			var n int
-			fmt.Sscan(f[1], &n)
-			return n
-		}
-	}
-	return 0
+	n, _ := testenv.QueueStat(t, queue, "messages_unacknowledged")
+	return n
 }
 
 func TestFetchBinaryBodyIsBase64(t *testing.T) {

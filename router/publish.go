@@ -164,7 +164,7 @@ func setIDs(msg *transport.Message, messageID, correlationID *string, requestID 
 }
 
 // publish sends msg and writes the 202 or the error. exchange is the name
-// as the client gave it, echoed in the answer.
+// as the client gave it, echoed in the response.
 func (s *Server) publish(req *request, creds *security.Credentials, vhost string, msg *transport.Message, exchange string) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
 	defer cancel()

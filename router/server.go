@@ -198,7 +198,7 @@ func (r *request) prefersRussian() bool {
 	return prefersRussian(header(r.ctx, "Accept-Language"))
 }
 
-// handleParseError answers requests fasthttp could not read.
+// handleParseError responds to requests fasthttp could not read.
 func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 	req := &request{ctx: ctx, id: requestID(ctx)}
 	ctx.Response.Header.Set("X-Request-ID", req.id)

@@ -109,6 +109,18 @@ func (s *Server) sessionBackend(req *request) (SessionBackend, bool) {
 	return b, ok
 }
 
+// sessionCaller returns the session API and the request's credentials, or
+// writes the error response: 404 without a session API, 401 without valid
+// credentials.
+func (s *Server) sessionCaller(req *request) (SessionBackend, *security.Credentials, bool) {
+	backend, ok := s.sessionBackend(req)
+	if !ok {
+		return nil, nil, false
+	}
+	creds, ok := s.authenticate(req)
+	return backend, creds, ok
+}
+
 // validSessionID reports whether id has the form the router issues: 32
 // lowercase hex digits. Anything else cannot name a session.
 func validSessionID(id string) bool {
@@ -126,11 +138,7 @@ func validSessionID(id string) bool {
 
 // handleCreateSession serves POST /v1/sessions.
 func (s *Server) handleCreateSession(req *request) {
-	backend, ok := s.sessionBackend(req)
-	if !ok {
-		return
-	}
-	creds, ok := s.authenticate(req)
+	backend, creds, ok := s.sessionCaller(req)
 	if !ok {
 		return
 	}
@@ -200,17 +208,13 @@ func sessionOptions(body *createSessionBody) (actors.SessionOptions, *apiError) 
 
 // handleSessionMessages serves GET /v1/sessions/{id}/messages?max=N&wait=S.
 func (s *Server) handleSessionMessages(req *request, id string) {
-	backend, ok := s.sessionBackend(req)
-	if !ok {
-		return
-	}
 	if string(req.ctx.Method()) == "HEAD" {
 		// HEAD would hand out messages whose body the client never sees.
 		req.ctx.Response.Header.Set("Allow", "GET")
 		s.writeError(req, errMethodNotAllowed)
 		return
 	}
-	creds, ok := s.authenticate(req)
+	backend, creds, ok := s.sessionCaller(req)
 	if !ok {
 		return
 	}
@@ -263,11 +267,7 @@ func (s *Server) handleSessionMessages(req *request, id string) {
 // same reason: that error response (such as 410 delivery_tag_stale).
 // Otherwise: 207 with one result per tag.
 func (s *Server) handleSessionSettle(req *request, id string, ack bool) {
-	backend, ok := s.sessionBackend(req)
-	if !ok {
-		return
-	}
-	creds, ok := s.authenticate(req)
+	backend, creds, ok := s.sessionCaller(req)
 	if !ok {
 		return
 	}
@@ -370,11 +370,7 @@ func settleRequest(raw []byte, ack bool) (tags []uint64, requeue bool, e *apiErr
 
 // handleCloseSession serves DELETE /v1/sessions/{id}.
 func (s *Server) handleCloseSession(req *request, id string) {
-	backend, ok := s.sessionBackend(req)
-	if !ok {
-		return
-	}
-	creds, ok := s.authenticate(req)
+	backend, creds, ok := s.sessionCaller(req)
 	if !ok {
 		return
 	}

@@ -87,17 +87,11 @@ func tagsOf(msgs []map[string]any) []uint64 {
 
 // queueTotal returns the ready plus unacknowledged messages of queue.
 func queueTotal(t *testing.T, queue string) int {
-	out := testenv.Rabbitmqctl(t, "list_queues", "-q", "--no-table-headers", "name", "messages")
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == queue {
-			var n int
-			fmt.Sscan(f[1], &n)
-			return n
-		}
+	n, ok := testenv.QueueStat(t, queue, "messages")
+	if !ok {
+		t.Fatalf("queue %q not listed by rabbitmqctl", queue)
 	}
-	t.Fatalf("queue %q not listed by rabbitmqctl", queue)
-	return 0
+	return n
 }
 
 // metricValue returns the value of an unlabelled series from /metrics.

@@ -3,7 +3,6 @@ package security
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -77,14 +76,6 @@ func (c *Credentials) WithPassword(fn func(password []byte) error) error {
 	}
 	defer buf.Destroy()
 	return fn(buf.Bytes())
-}
-
-// Equal reports whether c and other name the same user and password.
-func (c *Credentials) Equal(other *Credentials) bool {
-	if c == nil || other == nil {
-		return c == other
-	}
-	return subtle.ConstantTimeCompare([]byte(c.Key), []byte(other.Key)) == 1 && c.User == other.User
 }
 
 // Store turns Authorization headers into Credentials and caches them by key,

@@ -26,7 +26,7 @@ type Publish struct {
 	Done     func(err error)
 
 	returned  *Error
-	abandoned bool // answered by Abandon; a late confirm is ignored
+	abandoned bool // replied to by Abandon; a late confirm is ignored
 }
 
 // ConfirmChannel is a channel in confirm mode that pipelines many
@@ -166,7 +166,7 @@ func (c *ConfirmChannel) finish(p *Publish, err error) {
 	p.Done(err)
 }
 
-// Abandon answers every publishing of the channel now with err, queued or
+// Abandon calls Done with err now for every publishing of the channel, queued or
 // waiting for a confirm, without closing the channel. A confirm that arrives
 // later is ignored. It is used when the broker blocks the connection: the
 // writes are stuck in the socket and the outcome is unknown until the alarm

@@ -50,7 +50,7 @@ func (t *Topology) ExchangeKnown(exchange string) bool {
 	return ok && time.Since(at) < t.ttl
 }
 
-// Forget drops exchange from the cache, after the broker said it is missing.
+// Forget drops exchange from the cache, after the broker reported it missing.
 func (t *Topology) Forget(exchange string) {
 	t.mu.Lock()
 	delete(t.known, exchange)

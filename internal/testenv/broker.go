@@ -206,6 +206,24 @@ func Rabbitmqctl(t testing.TB, args ...string) string {
 	return string(out)
 }
 
+// QueueStat returns one numeric column of rabbitmqctl list_queues for queue
+// (such as "messages" or "messages_unacknowledged"); ok is false when the
+// queue is not listed.
+func QueueStat(t testing.TB, queue, column string) (n int, ok bool) {
+	t.Helper()
+	out := Rabbitmqctl(t, "list_queues", "-q", "--no-table-headers", "name", column)
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == queue {
+			if _, err := fmt.Sscan(f[1], &n); err != nil {
+				t.Fatalf("rabbitmqctl list_queues: %s of %q is %q, not a number", column, queue, f[1])
+			}
+			return n, true
+		}
+	}
+	return 0, false
+}
+
 // Users creates n RabbitMQ users named prefix-1 … prefix-n with password
 // and full permissions on "/" in one rabbitmqctl call, and deletes them in
 // cleanup.
