@@ -642,9 +642,11 @@ func (a *sessionActor) handOut(ctx actor.Context, cmd *fetchCmd) {
 	}
 	a.lastRequest = time.Now()
 	if autoAck {
-		for _, d := range taken {
-			a.consumer.Ack(d.BrokerTag, func(error) {})
+		group := make([]transport.Settlement, len(taken))
+		for i, d := range taken {
+			group[i] = transport.Settlement{Tag: d.BrokerTag, Done: func(error) {}}
 		}
+		a.consumer.Settle(group, true, false)
 		a.sys.metrics.Messages.WithLabelValues("acked").Add(float64(n))
 	}
 }
@@ -734,43 +736,49 @@ func (a *sessionActor) settleBatch(ctx actor.Context, cmd *settleBatchCmd) {
 // are queued from a tracked goroutine, so Receive does not wait for a slot.
 func (a *sessionActor) sendSettles(ops []pendingSettle, ack, requeue bool) {
 	consumer, slots, tags, m := a.consumer, a.settleSlots, a.sys.tags, a.sys.metrics
-	send := func(op pendingSettle) {
-		callback := func(err error) {
-			<-slots
-			if err != nil {
-				tags.markStale([]uint64{op.tag})
-				op.done(ErrDeliveryTagStale)
-				return
-			}
-			tags.remove(op.tag)
-			m.ConsumeDuration.Observe(time.Since(op.entry.receivedAt).Seconds())
-			if ack {
-				m.Messages.WithLabelValues("acked").Inc()
-			} else {
-				m.Messages.WithLabelValues("rejected").Inc()
-			}
-			op.done(nil)
+	send := func(ops []pendingSettle) {
+		group := make([]transport.Settlement, len(ops))
+		for i, op := range ops {
+			group[i] = transport.Settlement{Tag: op.entry.brokerTag, Done: func(err error) {
+				<-slots
+				if err != nil {
+					tags.markStale([]uint64{op.tag})
+					op.done(ErrDeliveryTagStale)
+					return
+				}
+				tags.remove(op.tag)
+				m.ConsumeDuration.Observe(time.Since(op.entry.receivedAt).Seconds())
+				if ack {
+					m.Messages.WithLabelValues("acked").Inc()
+				} else {
+					m.Messages.WithLabelValues("rejected").Inc()
+				}
+				op.done(nil)
+			}}
 		}
-		if ack {
-			consumer.Ack(op.entry.brokerTag, callback)
-		} else {
-			consumer.Nack(op.entry.brokerTag, requeue, callback)
-		}
+		consumer.Settle(group, ack, requeue)
 	}
 
-	for i, op := range ops {
+	// Take a slot per settlement; those that found one go as one group.
+	n := 0
+free:
+	for n < len(ops) {
 		select {
 		case slots <- struct{}{}:
-			send(op)
+			n++
 		default:
-			rest := ops[i:]
-			a.sys.goTask(func() {
-				for _, op := range rest {
-					slots <- struct{}{}
-					send(op)
-				}
-			})
-			return
+			break free
 		}
+	}
+	if n > 0 {
+		send(ops[:n])
+	}
+	if rest := ops[n:]; len(rest) > 0 {
+		a.sys.goTask(func() {
+			for i := range rest {
+				slots <- struct{}{}
+				send(rest[i : i+1])
+			}
+		})
 	}
 }

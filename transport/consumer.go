@@ -1,14 +1,15 @@
 package transport
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// SettleQueueLength is how many acks and nacks may wait for a consumer's
-// settle worker. Each slot costs memory in every idle session, so owners
+// SettleQueueLength is how many groups of acks and nacks may wait for a
+// consumer's settle worker. Each slot costs memory in every idle session, so owners
 // that settle many deliveries at once wait for room instead.
 const SettleQueueLength = 256
 
@@ -37,10 +38,22 @@ type ConsumerHandler struct {
 // a worker goroutine that sends basic.ack and basic.nack in order. It starts
 // three goroutines (delivery pump, settle worker, close watcher) that end
 // when the channel closes.
+//
+// The settle worker takes every queued settlement in one pass. A run of them
+// that covers exactly the oldest unsettled deliveries of the channel goes out
+// as one frame with the multiple flag. Any other run goes out as one frame per
+// delivery. The frames of one pass leave in one write.
 type Consumer struct {
 	ch         *amqp.Channel
+	corked     *corkedConn
 	generation uint64
-	settles    chan settleOp
+	settles    chan []settleOp
+
+	// unsettled holds the broker tags delivered on the channel and not yet
+	// settled, in increasing order. Only the pump appends and only the
+	// settle worker removes.
+	tagsMu    sync.Mutex
+	unsettled []uint64
 
 	mu      sync.Mutex
 	stopped bool
@@ -91,8 +104,9 @@ func OpenConsumer(conn *Connection, opts ConsumerOptions, h ConsumerHandler) (*C
 
 	c := &Consumer{
 		ch:         ch,
+		corked:     conn.corked,
 		generation: opts.Generation,
-		settles:    make(chan settleOp, SettleQueueLength),
+		settles:    make(chan []settleOp, SettleQueueLength),
 		stop:       make(chan struct{}),
 		started:    make(chan struct{}),
 	}
@@ -118,35 +132,127 @@ func (c *Consumer) pump(deliveries <-chan amqp.Delivery, onDelivery func(Deliver
 	defer close(done)
 	<-c.started
 	for d := range deliveries {
+		c.tagsMu.Lock()
+		c.unsettled = append(c.unsettled, d.DeliveryTag)
+		c.tagsMu.Unlock()
 		onDelivery(newDelivery(&d, c.generation))
 	}
 }
 
+// maxSettleBatch bounds how many queued settlements one pass of the settle
+// worker takes.
+const maxSettleBatch = 1024
+
 func (c *Consumer) settle() {
+	batch := make([]settleOp, 0, 64)
 	for {
 		select {
-		case op := <-c.settles:
-			var err error
-			if op.ack {
-				err = c.ch.Ack(op.tag, false)
-			} else {
-				err = c.ch.Nack(op.tag, false, op.requeue)
+		case ops := <-c.settles:
+			batch = append(batch[:0], ops...)
+		more:
+			for len(batch) < maxSettleBatch {
+				select {
+				case ops := <-c.settles:
+					batch = append(batch, ops...)
+				default:
+					break more
+				}
 			}
-			if err != nil {
-				op.done(classify("basic.ack", "", err))
-			} else {
-				op.done(nil)
-			}
+			c.settleBatch(batch)
+			clear(batch)
 		case <-c.stop:
 			for {
 				select {
-				case op := <-c.settles:
-					op.done(newError("basic.ack", ErrBrokerUnavailable, true))
+				case ops := <-c.settles:
+					for _, op := range ops {
+						op.done(newError("basic.ack", ErrBrokerUnavailable, true))
+					}
 				default:
 					return
 				}
 			}
 		}
+	}
+}
+
+// settleBatch sends the frames of ops, in order, holding the connection's
+// writes so that they leave together, and then calls every done.
+func (c *Consumer) settleBatch(ops []settleOp) {
+	if len(ops) > 1 && c.corked != nil {
+		c.corked.hold()
+	}
+	errs := make([]error, len(ops))
+	for start := 0; start < len(ops); {
+		// A run is a sequence of settlements of the same kind.
+		end := start + 1
+		for end < len(ops) && ops[end].ack == ops[start].ack && ops[end].requeue == ops[start].requeue {
+			end++
+		}
+		c.settleRun(ops[start:end], errs[start:end])
+		start = end
+	}
+	if len(ops) > 1 && c.corked != nil {
+		c.corked.release()
+	}
+	for i, op := range ops {
+		op.done(errs[i])
+	}
+}
+
+// settleRun settles ops, all acks or all nacks with the same requeue flag.
+func (c *Consumer) settleRun(ops []settleOp, errs []error) {
+	frame := func(tag uint64, multiple bool) error {
+		var err error
+		if ops[0].ack {
+			err = c.ch.Ack(tag, multiple)
+		} else {
+			err = c.ch.Nack(tag, multiple, ops[0].requeue)
+		}
+		if err != nil {
+			return classify("basic.ack", "", err)
+		}
+		return nil
+	}
+
+	if len(ops) > 1 {
+		if last, ok := c.takeOldest(ops); ok {
+			err := frame(last, true)
+			for i := range errs {
+				errs[i] = err
+			}
+			return
+		}
+	}
+	for i, op := range ops {
+		c.forget(op.tag)
+		errs[i] = frame(op.tag, false)
+	}
+}
+
+// takeOldest reports whether the tags of ops are exactly the oldest
+// unsettled deliveries, so that one frame with the multiple flag settles
+// them and nothing else. If so it removes them and returns the highest.
+func (c *Consumer) takeOldest(ops []settleOp) (uint64, bool) {
+	tags := make([]uint64, len(ops))
+	for i, op := range ops {
+		tags[i] = op.tag
+	}
+	slices.Sort(tags)
+	c.tagsMu.Lock()
+	defer c.tagsMu.Unlock()
+	if len(tags) > len(c.unsettled) || !slices.Equal(tags, c.unsettled[:len(tags)]) {
+		return 0, false
+	}
+	c.unsettled = slices.Delete(c.unsettled, 0, len(tags))
+	return tags[len(tags)-1], true
+}
+
+// forget removes tag from the unsettled deliveries.
+func (c *Consumer) forget(tag uint64) {
+	c.tagsMu.Lock()
+	defer c.tagsMu.Unlock()
+	if i, ok := slices.BinarySearch(c.unsettled, tag); ok {
+		c.unsettled = slices.Delete(c.unsettled, i, i+1)
 	}
 }
 
@@ -180,31 +286,53 @@ func (c *Consumer) watch(closes <-chan *amqp.Error, cancels <-chan string, pumpD
 	}
 }
 
+// Settlement is one delivery to settle, by its broker tag. Done is called
+// once, from the settle worker, after the frame was written or with an
+// error. It must not block.
+type Settlement struct {
+	Tag  uint64
+	Done func(error)
+}
+
 // Ack queues basic.ack for a broker delivery tag of this consumer's channel.
-// done is called once, from the settle worker, after the frame was written or
-// with an error. It does not block.
+// It does not block.
 func (c *Consumer) Ack(tag uint64, done func(error)) {
-	c.enqueue(settleOp{tag: tag, ack: true, done: done})
+	c.Settle([]Settlement{{Tag: tag, Done: done}}, true, false)
 }
 
 // Nack queues basic.nack for one delivery, with or without requeue; see Ack.
 func (c *Consumer) Nack(tag uint64, requeue bool, done func(error)) {
-	c.enqueue(settleOp{tag: tag, requeue: requeue, done: done})
+	c.Settle([]Settlement{{Tag: tag, Done: done}}, false, requeue)
 }
 
-func (c *Consumer) enqueue(op settleOp) {
+// Settle queues basic.ack (ack true) or basic.nack for every settlement of
+// ss as one group. The settle worker takes a group together, so deliveries
+// acknowledged in one request can share one frame. Settle does not block:
+// when the queue is full, every Done gets an error.
+func (c *Consumer) Settle(ss []Settlement, ack, requeue bool) {
+	if len(ss) == 0 {
+		return
+	}
+	ops := make([]settleOp, len(ss))
+	for i, st := range ss {
+		ops[i] = settleOp{tag: st.Tag, ack: ack, requeue: requeue, done: st.Done}
+	}
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
-		op.done(newError("basic.ack", ErrBrokerUnavailable, true))
+		for _, op := range ops {
+			op.done(newError("basic.ack", ErrBrokerUnavailable, true))
+		}
 		return
 	}
 	select {
-	case c.settles <- op:
+	case c.settles <- ops:
 		c.mu.Unlock()
 	default:
 		c.mu.Unlock()
-		op.done(&Error{Op: "basic.ack", Kind: ErrBrokerUnavailable, Reason: "too many acknowledgements waiting", Retryable: true})
+		for _, op := range ops {
+			op.done(&Error{Op: "basic.ack", Kind: ErrBrokerUnavailable, Reason: "too many acknowledgements waiting", Retryable: true})
+		}
 	}
 }
 

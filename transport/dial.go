@@ -93,6 +93,10 @@ type DialConfig struct {
 	ConnectionName string
 }
 
+// wrapConn, when set by a test, wraps every new socket: tests use it to see
+// the frames the router writes.
+var wrapConn func(net.Conn) net.Conn
+
 // Dial opens an AMQP connection and authenticates with SASL PLAIN. The
 // password never becomes part of a URL. It blocks until the handshake
 // completes, ctx is done, or DialTimeout passes.
@@ -125,6 +129,9 @@ func Dial(ctx context.Context, cfg DialConfig) (*Connection, error) {
 			c, err := dial(network, addr)
 			if err != nil {
 				return nil, err
+			}
+			if wrapConn != nil {
+				c = wrapConn(c)
 			}
 			corked = &corkedConn{Conn: c}
 			return corked, nil
