@@ -1,12 +1,14 @@
 package security
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
 	"sync"
 
@@ -25,27 +27,50 @@ var ErrMalformedCredentials = errors.New("authorization header is not valid Basi
 // cannot be precomputed from a password list and differ between processes.
 // The buffer stays open for the life of the Keyer: every request needs it,
 // and opening an Enclave costs several system calls.
+//
+// HMAC states are pooled between requests. A keyed state holds pads derived
+// from the secret in ordinary memory, as any HMAC computation does while it
+// runs. The pool keeps a few such states there between requests.
 type Keyer struct {
 	secret *memguard.LockedBuffer
+	macs   sync.Pool
+}
+
+// keySize is the length of a key: hex of a SHA-256 sum.
+const keySize = 2 * sha256.Size
+
+// keyState is a pooled HMAC state with its scratch space. The input is
+// copied into in, which is wiped after each use, so that the caller's
+// plaintext does not escape to the heap through the hash interface.
+type keyState struct {
+	mac hash.Hash
+	in  []byte
+	sum [sha256.Size]byte
 }
 
 // NewKeyer returns a Keyer with a fresh random secret.
 func NewKeyer() *Keyer {
 	secret := memguard.NewBufferRandom(32)
 	secret.Freeze()
-	return &Keyer{secret: secret}
+	k := &Keyer{secret: secret}
+	k.macs.New = func() any { return &keyState{mac: hmac.New(sha256.New, k.secret.Bytes())} }
+	return k
 }
 
-// keyOf returns hex(HMAC-SHA256(secret, user NUL password)).
-func (k *Keyer) keyOf(user string, password []byte) (string, error) {
+// keyOf writes hex(HMAC-SHA256(secret, user NUL password)) to dst.
+func (k *Keyer) keyOf(dst *[keySize]byte, user, password []byte) error {
 	if !k.secret.IsAlive() {
-		return "", errors.New("key secret was destroyed")
+		return errors.New("key secret was destroyed")
 	}
-	mac := hmac.New(sha256.New, k.secret.Bytes())
-	mac.Write([]byte(user))
-	mac.Write([]byte{0})
-	mac.Write(password)
-	return hex.EncodeToString(mac.Sum(nil)), nil
+	st := k.macs.Get().(*keyState)
+	st.in = append(append(append(st.in[:0], user...), 0), password...)
+	st.mac.Reset()
+	st.mac.Write(st.in)
+	st.mac.Sum(st.sum[:0])
+	hex.Encode(dst[:], st.sum[:])
+	memguard.WipeBytes(st.in)
+	k.macs.Put(st)
+	return nil
 }
 
 // Credentials are a RabbitMQ user name and a sealed password. A Credentials
@@ -109,39 +134,37 @@ func (s *Store) ParseBasicAuth(header []byte) (*Credentials, error) {
 		return nil, ErrMalformedCredentials
 	}
 	encoded := header[len(prefix):]
-	decoded := make([]byte, base64.StdEncoding.DecodedLen(len(encoded)))
+	// Decode into a buffer on the stack when the header is of usual size,
+	// so that the plaintext stays off the heap.
+	var small [256]byte
+	var decoded []byte
+	if need := base64.StdEncoding.DecodedLen(len(encoded)); need <= len(small) {
+		decoded = small[:need]
+	} else {
+		decoded = make([]byte, need)
+	}
+	defer memguard.WipeBytes(decoded)
 	n, err := base64.StdEncoding.Decode(decoded, encoded)
 	if err != nil {
-		memguard.WipeBytes(decoded)
 		return nil, ErrMalformedCredentials
 	}
-	decoded = decoded[:n]
-	defer memguard.WipeBytes(decoded)
 
-	colon := -1
-	for i, b := range decoded {
-		if b == ':' {
-			colon = i
-			break
-		}
-	}
+	colon := bytes.IndexByte(decoded[:n], ':')
 	if colon <= 0 {
 		return nil, ErrMalformedCredentials
 	}
-	user := string(decoded[:colon])
-	password := decoded[colon+1:]
-	return s.credentials(user, password)
+	return s.credentials(decoded[:colon], decoded[colon+1:n])
 }
 
-func (s *Store) credentials(user string, password []byte) (*Credentials, error) {
-	key, err := s.keyer.keyOf(user, password)
-	if err != nil {
+func (s *Store) credentials(user, password []byte) (*Credentials, error) {
+	var key [keySize]byte
+	if err := s.keyer.keyOf(&key, user, password); err != nil {
 		return nil, err
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.cache[key]; ok {
+	if c, ok := s.cache[string(key[:])]; ok {
 		return c, nil
 	}
 	if len(s.cache) >= s.max {
@@ -149,8 +172,8 @@ func (s *Store) credentials(user string, password []byte) (*Credentials, error) 
 	}
 	sealed := make([]byte, len(password))
 	copy(sealed, password)
-	c := &Credentials{User: user, Key: key, password: memguard.NewEnclave(sealed)}
-	s.cache[key] = c
+	c := &Credentials{User: string(user), Key: string(key[:]), password: memguard.NewEnclave(sealed)}
+	s.cache[c.Key] = c
 	return c, nil
 }
 
@@ -158,5 +181,5 @@ func (s *Store) credentials(user string, password []byte) (*Credentials, error) 
 // system connection used by readiness checks). password is wiped.
 func (s *Store) NewCredentials(user string, password []byte) (*Credentials, error) {
 	defer memguard.WipeBytes(password)
-	return s.credentials(user, password)
+	return s.credentials([]byte(user), password)
 }
