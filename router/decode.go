@@ -36,6 +36,23 @@ func decodeStrict(body []byte, v any) *apiError {
 	return nil
 }
 
+// unquote returns the text of a JSON string token that decodeStrict has
+// already checked. A string without escapes is its bytes between the quotes,
+// which spares the decoder a second pass over a large payload.
+func unquote(token []byte) ([]byte, *apiError) {
+	if len(token) < 2 {
+		return nil, errInvalidJSON("the string ends early")
+	}
+	if inner := token[1 : len(token)-1]; bytes.IndexByte(inner, '\\') < 0 {
+		return inner, nil
+	}
+	var text string
+	if err := fastjson.Unmarshal(token, &text); err != nil {
+		return nil, errInvalidJSON(err.Error())
+	}
+	return []byte(text), nil
+}
+
 func jsonError(err error) *apiError {
 	var syntaxErr *json.SyntaxError
 	var typeErr *json.UnmarshalTypeError

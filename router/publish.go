@@ -131,12 +131,12 @@ func (s *Server) messageFromJSON(req *request, b *publishBody) (*transport.Messa
 		msg.ContentType = "application/json"
 		msg.Body = payload
 	case payload[0] == '"':
-		var text string
-		if err := json.Unmarshal(payload, &text); err != nil {
-			return nil, "", errInvalidJSON(err.Error())
-		}
 		msg.ContentType = "text/plain"
-		msg.Body = []byte(text)
+		body, e := unquote(payload)
+		if e != nil {
+			return nil, "", e
+		}
+		msg.Body = body
 	default:
 		return nil, "", errValidation("payload", "must be a JSON object or a string", "должно быть объектом JSON или строкой")
 	}

@@ -313,3 +313,28 @@ func indexQuote(s string) string {
 	}
 	return ""
 }
+
+func TestUnquoteStringPayload(t *testing.T) {
+	cases := map[string]string{
+		`""`:                   "",
+		`"plain text"`:         "plain text",
+		`"строка"`:             "строка",
+		`"a \"quoted\" word"`:  `a "quoted" word`,
+		`"line\nbreak\t\\"`:    "line\nbreak\t\\",
+		`"\u0441\u0442\u0440"`: "стр",
+		`"emoji \ud83d\ude00"`: "emoji 😀",
+	}
+	for token, want := range cases {
+		got, e := unquote([]byte(token))
+		if e != nil {
+			t.Errorf("unquote(%s): %+v", token, e)
+			continue
+		}
+		if string(got) != want {
+			t.Errorf("unquote(%s) = %q, want %q", token, got, want)
+		}
+	}
+	if _, e := unquote([]byte(`"`)); e == nil || e.status != 400 {
+		t.Errorf("unquote of a lone quote: %+v", e)
+	}
+}
