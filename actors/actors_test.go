@@ -127,3 +127,29 @@ func isUnavailable(err error) bool {
 	te, ok := err.(*transport.Error)
 	return ok && te.Kind == transport.ErrBrokerUnavailable
 }
+
+func TestPickChannelFillsFirst(t *testing.T) {
+	cases := []struct {
+		name     string
+		inFlight []int
+		closed   []bool
+		tried    uint64
+		want     int
+	}{
+		{"first below the fill", []int{channelFill - 1, 0}, []bool{false, false}, 0, 0},
+		{"first full", []int{channelFill, 5}, []bool{false, false}, 0, 1},
+		{"all full, fewest wins", []int{channelFill + 9, channelFill + 3, channelFill + 7}, []bool{false, false, false}, 0, 1},
+		{"first closed", []int{0, 0}, []bool{true, false}, 0, 1},
+		{"first tried", []int{0, 0}, []bool{false, false}, 1, 1},
+		{"none left", []int{0, 0}, []bool{true, false}, 2, -1},
+		{"empty pool", nil, nil, 0, -1},
+	}
+	for _, c := range cases {
+		got := pickChannel(len(c.inFlight), c.tried,
+			func(i int) bool { return c.closed[i] },
+			func(i int) int { return c.inFlight[i] })
+		if got != c.want {
+			t.Errorf("%s: picked %d, want %d", c.name, got, c.want)
+		}
+	}
+}

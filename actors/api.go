@@ -110,10 +110,10 @@ func (c Config) withDefaults() Config {
 		c.MaxConnections = 1000
 	}
 	if c.PublishChannels <= 0 {
-		c.PublishChannels = 4
+		c.PublishChannels = 2
 	}
 	if c.ChannelQueueLength <= 0 {
-		c.ChannelQueueLength = 2048
+		c.ChannelQueueLength = 4096
 	}
 	if c.RetryMaxAttempts <= 0 {
 		c.RetryMaxAttempts = 10

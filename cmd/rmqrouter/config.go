@@ -73,7 +73,7 @@ func settings() []setting {
 		{"max-connections", "1000", "most broker connections (one per vhost, user and password) held at once", []string{"MAX_CONNECTIONS"}, integer(func(c *config) *int { return &c.MaxConnections })},
 		{"max-sessions", "10000", "maximum open consumer sessions of /v1/sessions; past it POST /v1/sessions gets 503 capacity_exhausted", []string{"MAX_SESSIONS"}, integer(func(c *config) *int { return &c.MaxSessions })},
 		{"max-sessions-per-user", "100", "maximum open consumer sessions of /v1/sessions per user name; past it POST /v1/sessions gets 429 rate_limited", []string{"MAX_SESSIONS_PER_USER"}, integer(func(c *config) *int { return &c.MaxSessionsPerUser })},
-		{"publish-channels", "4", "confirm-mode channels per connection used for publishing", nil, integer(func(c *config) *int { return &c.PublishChannels })},
+		{"publish-channels", "2", "confirm-mode channels per connection used for publishing; the first carries up to 128 publishings in flight before the others share the load", nil, integer(func(c *config) *int { return &c.PublishChannels })},
 		{"heartbeat", "10s", "AMQP heartbeat interval", []string{"RABBITMQ_HEARTBEAT"}, duration(func(c *config) *time.Duration { return &c.Heartbeat })},
 		{"dial-timeout", "5s", "time limit for opening a broker connection", []string{"RABBITMQ_CONNECT_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.DialTimeout })},
 		{"retry-base-delay", "1s", "first reconnect delay ceiling; the delay is random in [0, min(max, base*2^attempt))", nil, duration(func(c *config) *time.Duration { return &c.RetryBaseDelay })},
