@@ -34,6 +34,7 @@ type config struct {
 	sweepLevels []int
 
 	directOnly  bool
+	directIDs   bool
 	routerURL   string
 	routerBin   string
 	routerFlags []string
@@ -74,7 +75,7 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of one measured round")
 	fs.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "length of the unmeasured warm-up round of each side before the first measured round; 0 disables it")
 	fs.IntVar(&cfg.concurrency, "concurrency", 16, "number of concurrent workers on each side")
-	fs.IntVar(&cfg.size, "size", 1024, "message body size in bytes")
+	fs.IntVar(&cfg.size, "size", 256, "message body size in bytes")
 	fs.IntVar(&cfg.users, "users", 0, "number of temporary RabbitMQ users to create with rabbitmqctl and spread the workers over; 0 uses the credentials of -amqp-url")
 	fs.IntVar(&cfg.rounds, "rounds", 3, "number of measured rounds of each side")
 	fs.StringVar(&cfg.format, "format", "text", "report format: text, json (one JSON object per scenario, one line each) or markdown")
@@ -82,6 +83,7 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	fs.BoolVar(&cfg.sweep, "sweep", false, "run each scenario at every concurrency of -sweep-levels instead of -concurrency")
 	fs.StringVar(&levels, "sweep-levels", "1,4,16,64,256", "comma-separated concurrency levels for -sweep")
 
+	fs.BoolVar(&cfg.directIDs, "direct-ids", false, "direct publishers set a new message id, correlation id and timestamp on every message, as the router does when the client gives none (the broker's cost of these properties then falls on both sides)")
 	fs.BoolVar(&cfg.directOnly, "direct-only", false, "measure only the direct amqp091-go side, without a router; the router figures are reported as zero or null")
 	fs.StringVar(&cfg.routerURL, "router-url", "", "base URL of a running router, for example http://127.0.0.1:8000 (default: build ./cmd/rmqrouter and start it on a free loopback port)")
 	fs.StringVar(&cfg.routerBin, "router-bin", "", "router binary to start instead of building ./cmd/rmqrouter (ignored with -router-url)")

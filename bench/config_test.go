@@ -24,8 +24,8 @@ func TestParseConfigDefaults(t *testing.T) {
 	if cfg.concurrency != 16 {
 		t.Errorf("concurrency = %d, want 16", cfg.concurrency)
 	}
-	if cfg.size != 1024 {
-		t.Errorf("size = %d, want 1024", cfg.size)
+	if cfg.size != 256 {
+		t.Errorf("size = %d, want 256", cfg.size)
 	}
 	if cfg.rounds != 3 {
 		t.Errorf("rounds = %d, want 3", cfg.rounds)

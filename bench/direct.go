@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -15,10 +17,13 @@ import (
 // does. With a larger batch it publishes batch messages and then waits for all their
 // confirms, which is the pipelined baseline for the router's batch endpoint.
 type amqpPublisher struct {
-	conn    *amqp.Connection
-	topo    topology
-	msg     amqp.Publishing
-	batch   int
+	conn  *amqp.Connection
+	topo  topology
+	msg   amqp.Publishing
+	batch int
+	// ids makes every message carry a new message id, correlation id and
+	// timestamp, the properties the router sets.
+	ids     bool
 	ch      *amqp.Channel
 	pending []*amqp.DeferredConfirmation
 
@@ -26,8 +31,8 @@ type amqpPublisher struct {
 	returned *atomic.Int64
 }
 
-func newAMQPPublisher(conn *amqp.Connection, topo topology, msg amqp.Publishing, batch int, returned *atomic.Int64) (*amqpPublisher, error) {
-	p := &amqpPublisher{conn: conn, topo: topo, msg: msg, batch: batch, returned: returned}
+func newAMQPPublisher(conn *amqp.Connection, topo topology, msg amqp.Publishing, batch int, ids bool, returned *atomic.Int64) (*amqpPublisher, error) {
+	p := &amqpPublisher{conn: conn, topo: topo, msg: msg, batch: batch, ids: ids, returned: returned}
 	if err := p.open(); err != nil {
 		return nil, err
 	}
@@ -72,7 +77,11 @@ func (p *amqpPublisher) step(rc *roundCtx, st *workerStats) {
 	began := time.Now()
 	p.pending = p.pending[:0]
 	for range p.batch {
-		dc, err := p.ch.PublishWithDeferredConfirmWithContext(rc.hard, p.topo.exchange, p.topo.routingKey, true, false, p.msg)
+		msg := p.msg
+		if p.ids {
+			msg.MessageId, msg.CorrelationId, msg.Timestamp = newMessageID(), newCorrelationID(), time.Now()
+		}
+		dc, err := p.ch.PublishWithDeferredConfirmWithContext(rc.hard, p.topo.exchange, p.topo.routingKey, true, false, msg)
 		if err != nil {
 			rc.r.recordError(st, "amqp publish: "+amqpErrorKind(err))
 			break
@@ -95,6 +104,21 @@ func (p *amqpPublisher) step(rc *roundCtx, st *workerStats) {
 	if acked > 0 {
 		rc.r.recordSuccess(st, began, acked, 0)
 	}
+}
+
+// newMessageID and newCorrelationID return random ids of the form and length
+// the router generates: a UUID and 32 hex digits.
+func newMessageID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+func newCorrelationID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func (p *amqpPublisher) close() {

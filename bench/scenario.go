@@ -80,7 +80,7 @@ func (env *environment) newWorker(s scenario, sd side, index, concurrency int, r
 		if s.name == "publish-raw" {
 			contentType = "application/octet-stream"
 		}
-		return newAMQPPublisher(conn, env.topo, env.message(contentType), batch, returned)
+		return newAMQPPublisher(conn, env.topo, env.message(contentType), batch, cfg.directIDs, returned)
 	}
 
 	mode := map[string]publishMode{
