@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -202,6 +203,11 @@ func (c *ConfirmChannel) write(done chan<- struct{}) {
 	for {
 		select {
 		case p := <-c.queue:
+			if len(c.queue) == 0 {
+				// Let handlers that are already runnable queue their
+				// publishings first, so that more of them share a write.
+				runtime.Gosched()
+			}
 			c.sendQueued(p)
 		case <-c.stopped:
 			for {
