@@ -57,7 +57,14 @@ type setting struct {
 	def     string
 	help    string
 	aliases []string
-	set     func(c *config, v string) error
+	set     setter
+}
+
+// setter parses a setting's text into the config. kind names the value's
+// type in the usage text.
+type setter struct {
+	kind  string
+	parse func(c *config, v string) error
 }
 
 func settings() []setting {
@@ -92,25 +99,25 @@ func settings() []setting {
 	}
 }
 
-func str(field func(*config) *string) func(*config, string) error {
-	return func(c *config, v string) error { *field(c) = v; return nil }
+func str(field func(*config) *string) setter {
+	return setter{"string", func(c *config, v string) error { *field(c) = v; return nil }}
 }
 
-func integer(field func(*config) *int) func(*config, string) error {
-	return func(c *config, v string) error {
+func integer(field func(*config) *int) setter {
+	return setter{"int", func(c *config, v string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil {
 			return errors.New("must be an integer")
 		}
 		*field(c) = n
 		return nil
-	}
+	}}
 }
 
 // duration accepts Go durations ("200ms", "3s") and, as the earlier service
 // did, a bare number of seconds ("5", "2.5").
-func duration(field func(*config) *time.Duration) func(*config, string) error {
-	return func(c *config, v string) error {
+func duration(field func(*config) *time.Duration) setter {
+	return setter{"duration", func(c *config, v string) error {
 		v = strings.TrimSpace(v)
 		if d, err := time.ParseDuration(v); err == nil {
 			*field(c) = d
@@ -121,6 +128,22 @@ func duration(field func(*config) *time.Duration) func(*config, string) error {
 			return nil
 		}
 		return errors.New("must be a duration such as 500ms, 10s or 5m, or a number of seconds")
+	}}
+}
+
+// printUsage writes every flag with its type, help, variables and default.
+func printUsage(w io.Writer, all []setting) {
+	fmt.Fprintln(w, "Usage: rmqrouter [flags]")
+	fmt.Fprintln(w, "Every flag can also be set by the variable named after it. See docs/configuration.md.")
+	for _, s := range all {
+		fmt.Fprintf(w, "  --%s %s\n    \t%s\n    \tvariable %s", s.name, s.set.kind, s.help, envName(s.name))
+		for _, alias := range s.aliases {
+			fmt.Fprintf(w, " or %s", alias)
+		}
+		if s.def != "" {
+			fmt.Fprintf(w, "; default %q", s.def)
+		}
+		fmt.Fprintln(w)
 	}
 }
 
@@ -136,13 +159,19 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (*co
 	c := &config{}
 	all := settings()
 	fs := flag.NewFlagSet("rmqrouter", flag.ContinueOnError)
-	fs.SetOutput(usage)
+	// The caller reports a parse error in one line; only -h prints the
+	// usage.
+	fs.SetOutput(io.Discard)
 	values := make(map[string]*string, len(all))
 	for _, s := range all {
-		values[s.name] = fs.String(s.name, s.def, fmt.Sprintf("%s (env %s)", s.help, envName(s.name)))
+		values[s.name] = fs.String(s.name, s.def, s.help)
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(usage, all)
+			return nil, err
+		}
+		return nil, fmt.Errorf("%v (run rmqrouter -h for the flags)", err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -164,7 +193,7 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (*co
 				}
 			}
 		}
-		if err := s.set(c, value); err != nil {
+		if err := s.set.parse(c, value); err != nil {
 			// Only integer and duration settings can fail here, so the
 			// value holds no password and can be shown.
 			return nil, fmt.Errorf("invalid %s %q: %v", source, value, err)

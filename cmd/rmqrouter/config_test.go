@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"io"
 	"os"
 	"os/exec"
@@ -118,5 +120,40 @@ func TestInvalidConfigExitsTwo(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if len(lines) != 1 || !strings.Contains(lines[0], "--publish-timeout") {
 		t.Fatalf("output %q, want one line naming --publish-timeout", out)
+	}
+}
+
+func TestConfigHelpNamesTypes(t *testing.T) {
+	var out strings.Builder
+	_, err := loadConfig([]string{"-h"}, env(nil), &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h returned %v, want flag.ErrHelp", err)
+	}
+	for _, want := range []string{
+		"--http-addr string",
+		"--publish-channels int",
+		"--publish-timeout duration",
+		"variable RMQROUTER_PUBLISH_TIMEOUT or PUBLISH_TIMEOUT; default \"10s\"",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestConfigUnknownFlagOneLine(t *testing.T) {
+	var out strings.Builder
+	_, err := loadConfig([]string{"--bogus"}, env(nil), &out)
+	if err == nil {
+		t.Fatal("an unknown flag was accepted")
+	}
+	if !strings.Contains(err.Error(), "-bogus") {
+		t.Errorf("error %q does not name the flag", err)
+	}
+	if !strings.Contains(err.Error(), "rmqrouter -h") {
+		t.Errorf("error %q does not point to the help", err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("usage printed for an unknown flag:\n%s", out.String())
 	}
 }
