@@ -1,7 +1,10 @@
 package router
 
 import (
+	"errors"
 	"time"
+
+	"github.com/rmqrouter/rmqrouter/transport"
 )
 
 type healthBody struct {
@@ -25,7 +28,7 @@ func (s *Server) handleReady(req *request) {
 	if err := s.ready(); err != nil {
 		e := newAPIError(503, "broker_unavailable",
 			"The router cannot reach the broker: "+err.Error()+".",
-			"Маршрутизатор не может связаться с брокером: "+err.Error()+".")
+			"Маршрутизатор не может связаться с брокером: "+readinessReasonRU(err)+". Ответ брокера — в поле checks.broker.")
 		req.ctx.Response.Header.Set("Retry-After", "5")
 		s.metrics.Errors.WithLabelValues(e.code).Inc()
 		s.writeJSON(req, 503, notReadyBody{
@@ -36,6 +39,19 @@ func (s *Server) handleReady(req *request) {
 		return
 	}
 	s.writeJSON(req, 200, healthBody{Status: "ready", Checks: map[string]string{"broker": "ok"}})
+}
+
+// readinessReasonRU names the cause of a failed readiness check in Russian.
+// The broker's own text stays in checks.broker, which is not translated.
+func readinessReasonRU(err error) string {
+	switch {
+	case errors.Is(err, transport.ErrAuthenticationFailed):
+		return "брокер отклонил имя пользователя или пароль маршрутизатора"
+	case errors.Is(err, transport.ErrAccessRefused):
+		return "брокер отказал маршрутизатору в доступе к виртуальному хосту"
+	default:
+		return "брокер недоступен или не ответил вовремя"
+	}
 }
 
 // handleStartup responds 200 once the router has started; it serves HTTP

@@ -338,3 +338,31 @@ func TestUnquoteStringPayload(t *testing.T) {
 		t.Errorf("unquote of a lone quote: %+v", e)
 	}
 }
+
+func TestReadinessDetailInRussian(t *testing.T) {
+	refused := &transport.Error{Op: "dial", Kind: transport.ErrAuthenticationFailed, Code: 403, Reason: "ACCESS_REFUSED - Login was refused"}
+	logs := &syncWriter{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	s := New(Config{PublishTimeout: time.Second}, &fakeBackend{}, security.NewStore(10), metrics.New(), log, func() error { return refused })
+
+	resp := serve(s, "GET", "/health/ready", "", nil, map[string]string{"Accept-Language": "ru"})
+	if resp.StatusCode() != 503 {
+		t.Fatalf("status %d, want 503", resp.StatusCode())
+	}
+	var body struct {
+		Detail string            `json:"detail"`
+		Checks map[string]string `json:"checks"`
+	}
+	if err := json.Unmarshal(resp.Body(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(body.Detail, "отклонил имя пользователя или пароль") {
+		t.Errorf("detail %q does not name the cause in Russian", body.Detail)
+	}
+	if strings.Contains(body.Detail, "Login was refused") {
+		t.Errorf("detail %q carries the broker's English text", body.Detail)
+	}
+	if !strings.Contains(body.Checks["broker"], "Login was refused") {
+		t.Errorf("checks.broker %q lost the broker's text", body.Checks["broker"])
+	}
+}
