@@ -28,4 +28,4 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 bench: build broker
-	$(GO) run ./bench
+	$(GO) run ./bench -router-bin $(BIN)

@@ -100,13 +100,29 @@ func startRouter(ctx context.Context, bin, amqpURL string, extraFlags []string, 
 
 func (p *routerProcess) pid() int { return p.cmd.Process.Pid }
 
-// waitReady polls GET /health/ready, and /ready if that is not found, every 100 ms.
+// waitReady polls the started router until it is ready (see the function waitReady).
 func (p *routerProcess) waitReady(ctx context.Context, timeout time.Duration) error {
+	if err := waitReady(ctx, p.url, timeout, p.exited); err != nil {
+		if errors.Is(err, errExited) {
+			return fmt.Errorf("router exited before it was ready: %v", p.waitErr)
+		}
+		return err
+	}
+	return nil
+}
+
+// errExited is returned by waitReady when the router process ended.
+var errExited = errors.New("router exited")
+
+// waitReady polls GET /health/ready of the router at baseURL, and /ready if that is not
+// found, every 100 ms until it responds 200 or timeout passes. exited, when not nil, ends
+// the wait with errExited once it is closed.
+func waitReady(ctx context.Context, baseURL string, timeout time.Duration, exited <-chan struct{}) error {
 	deadline := time.Now().Add(timeout)
 	lastProblem := "no answer yet"
 	for {
 		for _, path := range []string{"/health/ready", "/ready"} {
-			status, err := probe(p.url + path)
+			status, err := probe(baseURL + path)
 			if err == nil && status == fasthttp.StatusOK {
 				return nil
 			}
@@ -121,14 +137,14 @@ func (p *routerProcess) waitReady(ctx context.Context, timeout time.Duration) er
 		}
 
 		select {
-		case <-p.exited:
-			return fmt.Errorf("router exited before it was ready: %v", p.waitErr)
+		case <-exited:
+			return errExited
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("router not ready at %s after %s: %s", p.url, timeout, lastProblem)
+			return fmt.Errorf("router not ready at %s after %s: %s", baseURL, timeout, lastProblem)
 		}
 	}
 }

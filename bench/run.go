@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,6 +70,11 @@ func (rc *roundCtx) pause() {
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	env := &environment{cfg: cfg, runID: newRunID(), payload: makePayload(cfg.size)}
 	env.progress = newProgress(stderr)
+	if cfg.plotPath != "" {
+		if err := checkWritable(cfg.plotPath); err != nil {
+			return fmt.Errorf("invalid -plot: %w", err)
+		}
+	}
 
 	// Cleanup steps run in reverse order of setup when run returns.
 	var cleanups []func()
@@ -181,6 +187,9 @@ func (env *environment) setUpRouter(ctx context.Context, tmp string, cleanups *[
 		})
 		routerURL, env.routerPID = proc.url, proc.pid()
 	default:
+		if err := waitReady(ctx, routerURL, 5*time.Second, nil); err != nil {
+			return fmt.Errorf("-router-url: %w", err)
+		}
 		env.routerPID = locateRouter(routerURL, env.progress.logf)
 	}
 
@@ -235,7 +244,7 @@ func locateRouter(routerURL string, logf func(string, ...any)) int {
 }
 
 // runAll runs every scenario at every concurrency level and writes the reports.
-func (env *environment) runAll(ctx context.Context, stdout io.Writer) error {
+func (env *environment) runAll(ctx context.Context, stdout io.Writer) (err error) {
 	cfg := env.cfg
 	levels := []int{cfg.concurrency}
 	if cfg.sweep {
@@ -246,8 +255,11 @@ func (env *environment) runAll(ctx context.Context, stdout io.Writer) error {
 	rep := newReporter(stdout, cfg, env.machine)
 	defer func() {
 		if cfg.plotPath != "" && len(all) > 0 {
-			if err := writePlotFile(cfg.plotPath, cfg.sweep, all); err != nil {
-				env.progress.logf("plot not written: %v", err)
+			if perr := writePlotFile(cfg.plotPath, cfg.sweep, all); perr != nil {
+				env.progress.logf("plot not written: %v", perr)
+				if err == nil {
+					err = fmt.Errorf("plot not written: %w", perr)
+				}
 			} else {
 				env.progress.logf("plot written to %s", cfg.plotPath)
 			}
@@ -534,4 +546,17 @@ func makePayload(size int) []byte {
 		b[i] = alphabet[(i*7+i/len(alphabet))%len(alphabet)]
 	}
 	return b
+}
+
+// checkWritable returns an error unless a file can be created at path. It
+// leaves no file there, and a plot that cannot be written fails the run before it
+// measures anything.
+func checkWritable(path string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".bench-plot-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
 }

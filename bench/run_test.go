@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -43,6 +45,8 @@ func acceptingRouter(requests *atomic.Int64) http.Handler {
 		requests.Add(1)
 		_, _ = io.Copy(io.Discard, r.Body)
 		switch {
+		case r.Method == "GET" && r.URL.Path == "/health/ready":
+			fmt.Fprint(w, `{"status":"ready"}`)
 		case r.Method == "POST" && r.URL.Path == "/v1/publish/batch":
 			w.WriteHeader(207)
 			fmt.Fprint(w, `{"results":[`+strings.Repeat(`{"status":"accepted"},`, 9)+`{"status":"accepted"}]}`)
@@ -149,5 +153,50 @@ func TestRunAgainstFakeRouter(t *testing.T) {
 	}
 	if after := brokerObjects(t); after != before {
 		t.Errorf("broker objects after the run = %q, want them as before (%q)", after, before)
+	}
+}
+
+func TestRunFailsWithoutRouter(t *testing.T) {
+	amqpURL := testAMQPURL(t)
+	before := brokerObjects(t)
+
+	// A port that was just free on loopback, so no server listens there.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	cfg, err := parseConfig([]string{"-amqp-url", amqpURL, "-router-url", "http://" + addr, "-duration", "300ms", "-warmup", "0s", "-rounds", "1"}, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	var stdout, stderr bytes.Buffer
+	err = run(context.Background(), cfg, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "not ready") {
+		t.Fatalf("run = %v, want an error that the router is not ready", err)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("a report was written without a router:\n%s", stdout.String())
+	}
+	if after := brokerObjects(t); after != before {
+		t.Errorf("broker objects after the run = %q, want them as before (%q)", after, before)
+	}
+}
+
+func TestRunChecksPlotPathFirst(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-such-dir", "plot.svg")
+	cfg, err := parseConfig([]string{"-plot", missing, "-direct-only"}, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	var stdout, stderr bytes.Buffer
+	err = run(context.Background(), cfg, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "-plot") {
+		t.Fatalf("run = %v, want an error about -plot", err)
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("the run started before the check failed:\n%s", stderr.String())
 	}
 }
