@@ -56,8 +56,13 @@ type ConfirmChannel struct {
 type ChannelOptions struct {
 	// QueueLength is how many publishings may wait for the writer.
 	QueueLength int
-	// NotifyBuffer is the buffer of the confirm and return listeners.
+	// NotifyBuffer is the buffer of the confirm listener.
 	NotifyBuffer int
+	// ReturnBuffer is the buffer of the return listener. It is small because
+	// returns come only for unroutable mandatory publishings and an
+	// amqp.Return takes a few hundred bytes. When it is full, amqp091-go's
+	// reader waits for the monitor, which drains it continuously.
+	ReturnBuffer int
 }
 
 // OpenConfirmChannel opens a channel on conn, puts it in confirm mode and
@@ -72,6 +77,9 @@ func OpenConfirmChannel(conn *Connection, id uint64, opts ChannelOptions, onClos
 	}
 	if opts.NotifyBuffer <= 0 {
 		opts.NotifyBuffer = 1024
+	}
+	if opts.ReturnBuffer <= 0 {
+		opts.ReturnBuffer = 64
 	}
 	ch, err := conn.raw.Channel()
 	if err != nil {
@@ -94,7 +102,7 @@ func OpenConfirmChannel(conn *Connection, id uint64, opts ChannelOptions, onClos
 		tags:    make(map[string]uint64),
 	}
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, opts.NotifyBuffer))
-	returns := ch.NotifyReturn(make(chan amqp.Return, opts.NotifyBuffer))
+	returns := ch.NotifyReturn(make(chan amqp.Return, opts.ReturnBuffer))
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
 
 	writerDone := make(chan struct{})

@@ -99,7 +99,7 @@ func dialRecorded(t *testing.T) (*Connection, *ackRecorder) {
 // TestSettleGroupFrames checks that a group of settlements covering the
 // oldest unsettled deliveries goes out as one frame with the multiple flag,
 // and that any other group is settled delivery by delivery, so that the
-// broker never settles a delivery nobody asked for.
+// broker settles no delivery outside the group.
 func TestSettleGroupFrames(t *testing.T) {
 	broker := testenv.NewBroker(t)
 	queue := broker.Queue(testenv.Name("settle"))
