@@ -128,6 +128,15 @@ func isUnavailable(err error) bool {
 	return ok && te.Kind == transport.ErrBrokerUnavailable
 }
 
+// fakeChannel is a channel load for pickChannel.
+type fakeChannel struct {
+	closed   bool
+	inFlight int
+}
+
+func (f fakeChannel) Closed() bool  { return f.closed }
+func (f fakeChannel) InFlight() int { return f.inFlight }
+
 func TestPickChannelFillsFirst(t *testing.T) {
 	cases := []struct {
 		name     string
@@ -145,9 +154,11 @@ func TestPickChannelFillsFirst(t *testing.T) {
 		{"empty pool", nil, nil, 0, -1},
 	}
 	for _, c := range cases {
-		got := pickChannel(len(c.inFlight), c.tried,
-			func(i int) bool { return c.closed[i] },
-			func(i int) int { return c.inFlight[i] })
+		channels := make([]fakeChannel, len(c.inFlight))
+		for i := range channels {
+			channels[i] = fakeChannel{closed: c.closed[i], inFlight: c.inFlight[i]}
+		}
+		got := pickChannel(channels, c.tried)
 		if got != c.want {
 			t.Errorf("%s: picked %d, want %d", c.name, got, c.want)
 		}

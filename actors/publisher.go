@@ -151,13 +151,13 @@ func (a *publisherActor) dispatch(ctx actor.Context, cmd *publishCmd) {
 		},
 	}
 
-	// Try the open channels in order of preference (see pick). A channel
+	// Try the open channels in order of preference (see pickChannel). A channel
 	// that the broker closed stays in the pool until its channelClosed
 	// message arrives, so closed ones are skipped. When all are closed,
 	// cmd waits for a new one.
 	open := 0
 	for tried := uint64(0); ; {
-		best := a.pick(tried)
+		best := pickChannel(a.channels, tried)
 		if best < 0 {
 			break
 		}
@@ -179,30 +179,28 @@ func (a *publisherActor) dispatch(ctx actor.Context, cmd *publishCmd) {
 
 // channelFill is how many publishings the first open channel carries before
 // the others share the load. Publishings queued on one channel leave in one
-// socket write and the broker confirms them together: with 64 clients on one
-// connection, one channel published about 7 % more than four channels
-// sharing the load evenly, in one bench run (docs/benchmarks.md).
+// socket write, and the broker confirms them together. In one bench run with
+// 64 clients on one connection, one channel published about 7 % more than
+// four channels sharing the load evenly (docs/benchmarks.md).
 const channelFill = 128
 
-// pick returns the index of the channel to try next, skipping closed
-// channels and those in tried (a bit per index); see pickChannel.
-func (a *publisherActor) pick(tried uint64) int {
-	return pickChannel(len(a.channels), tried,
-		func(i int) bool { return a.channels[i].Closed() },
-		func(i int) int { return a.channels[i].InFlight() })
+// channelLoad is what pickChannel reads of a channel.
+type channelLoad interface {
+	Closed() bool
+	InFlight() int
 }
 
-// pickChannel chooses among n channels: the first open one not in tried
-// with fewer than channelFill publishings in flight, else the open one not
-// in tried with the fewest. It returns -1 when every channel is closed or
-// tried.
-func pickChannel(n int, tried uint64, closed func(int) bool, inFlight func(int) int) int {
+// pickChannel returns the index of the first open channel not in tried (a
+// bit per index) with fewer than channelFill publishings in flight, else of
+// the open one not in tried with the fewest. It returns -1 when every
+// channel is closed or tried.
+func pickChannel[C channelLoad](channels []C, tried uint64) int {
 	best, fewest := -1, 0
-	for i := range n {
-		if tried&(1<<i) != 0 || closed(i) {
+	for i, ch := range channels {
+		if tried&(1<<i) != 0 || ch.Closed() {
 			continue
 		}
-		load := inFlight(i)
+		load := ch.InFlight()
 		if load < channelFill {
 			return i
 		}

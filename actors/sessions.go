@@ -143,19 +143,11 @@ func (s *System) OpenSession(ctx context.Context, creds *security.Credentials, v
 // buffered it waits up to wait for the first, then returns it with every
 // message that arrived together with it.
 func (s *System) SessionMessages(ctx context.Context, creds *security.Credentials, id string, max int, wait time.Duration) ([]FetchResult, error) {
-	if s.stopping.Load() {
-		return nil, ErrShuttingDown
-	}
-	pid, err := s.sessions.lookup(id, creds.Key)
+	cmd := &fetchCmd{max: max, wait: wait, result: newReply[fetchOutcome]()}
+	out, answered, err := askSession(ctx, s, creds, id, cmd, cmd.result)
 	if err != nil {
 		return nil, err
 	}
-	s.inFlight.Add(1)
-	defer s.inFlight.Done()
-
-	cmd := &fetchCmd{max: max, wait: wait, result: newReply[fetchOutcome]()}
-	s.root.Send(pid, cmd)
-	out, answered := await(ctx, cmd.result)
 	if !answered {
 		return nil, errNoAnswer("session")
 	}
@@ -168,19 +160,11 @@ func (s *System) SessionMessages(ctx context.Context, creds *security.Credential
 // ErrDeliveryTagNotFound, tags of a closed channel ErrDeliveryTagStale;
 // neither reaches the broker.
 func (s *System) SettleSession(ctx context.Context, creds *security.Credentials, id string, tags []uint64, ack, requeue bool) ([]TagResult, error) {
-	if s.stopping.Load() {
-		return nil, ErrShuttingDown
-	}
-	pid, err := s.sessions.lookup(id, creds.Key)
+	cmd := &settleBatchCmd{tags: tags, ack: ack, requeue: requeue, result: newReply[settleBatchOutcome]()}
+	out, answered, err := askSession(ctx, s, creds, id, cmd, cmd.result)
 	if err != nil {
 		return nil, err
 	}
-	s.inFlight.Add(1)
-	defer s.inFlight.Done()
-
-	cmd := &settleBatchCmd{tags: tags, ack: ack, requeue: requeue, result: newReply[settleBatchOutcome]()}
-	s.root.Send(pid, cmd)
-	out, answered := await(ctx, cmd.result)
 	if !answered {
 		return nil, errNoAnswer("basic.ack")
 	}
@@ -192,23 +176,34 @@ func (s *System) SettleSession(ctx context.Context, creds *security.Credentials,
 // returns after the broker confirmed the channel close, or after
 // sessionCloseWait when the broker is slow.
 func (s *System) CloseSession(ctx context.Context, creds *security.Credentials, id string) error {
+	cmd := &closeSessionCmd{result: newReply[error]()}
+	closeErr, answered, err := askSession(ctx, s, creds, id, cmd, cmd.result)
+	if err != nil {
+		return err
+	}
+	if !answered {
+		return errNoAnswer("channel.close")
+	}
+	return s.sessionError(closeErr, id, creds.Key)
+}
+
+// askSession sends cmd to session id of creds and waits for result, the
+// reply of cmd. It returns an error when the router is stopping or the
+// session is not found, and answered false when ctx ended first.
+func askSession[T any](ctx context.Context, s *System, creds *security.Credentials, id string, cmd any, result *reply[T]) (v T, answered bool, err error) {
 	if s.stopping.Load() {
-		return ErrShuttingDown
+		return v, false, ErrShuttingDown
 	}
 	pid, err := s.sessions.lookup(id, creds.Key)
 	if err != nil {
-		return err
+		return v, false, err
 	}
 	s.inFlight.Add(1)
 	defer s.inFlight.Done()
 
-	cmd := &closeSessionCmd{result: newReply[error]()}
 	s.root.Send(pid, cmd)
-	err, answered := await(ctx, cmd.result)
-	if !answered {
-		return errNoAnswer("channel.close")
-	}
-	return s.sessionError(err, id, creds.Key)
+	v, answered = await(ctx, result)
+	return v, answered, nil
 }
 
 // sessionError turns ErrActorGone, which a request gets when the session
