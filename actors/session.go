@@ -759,7 +759,8 @@ func (a *sessionActor) sendSettles(ops []pendingSettle, ack, requeue bool) {
 		consumer.Settle(group, ack, requeue)
 	}
 
-	// Take a slot per settlement; those that found one go as one group.
+	// Take a slot per settlement. The settlements that found one go as one
+	// group.
 	n := 0
 free:
 	for n < len(ops) {

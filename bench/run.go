@@ -188,7 +188,7 @@ func (env *environment) setUpRouter(ctx context.Context, tmp string, cleanups *[
 		routerURL, env.routerPID = proc.url, proc.pid()
 	default:
 		if err := waitReady(ctx, routerURL, 5*time.Second, nil); err != nil {
-			return fmt.Errorf("-router-url: %w", err)
+			return fmt.Errorf("%w (start the router first, or correct -router-url)", err)
 		}
 		env.routerPID = locateRouter(routerURL, env.progress.logf)
 	}
@@ -258,7 +258,7 @@ func (env *environment) runAll(ctx context.Context, stdout io.Writer) (err error
 			if perr := writePlotFile(cfg.plotPath, cfg.sweep, all); perr != nil {
 				env.progress.logf("plot not written: %v", perr)
 				if err == nil {
-					err = fmt.Errorf("plot not written: %w", perr)
+					err = fmt.Errorf("write plot: %w", perr)
 				}
 			} else {
 				env.progress.logf("plot written to %s", cfg.plotPath)

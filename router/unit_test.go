@@ -340,10 +340,10 @@ func TestUnquoteStringPayload(t *testing.T) {
 }
 
 func TestReadinessDetailInRussian(t *testing.T) {
-	refused := &transport.Error{Op: "dial", Kind: transport.ErrAuthenticationFailed, Code: 403, Reason: "ACCESS_REFUSED - Login was refused"}
+	authErr := &transport.Error{Op: "dial", Kind: transport.ErrAuthenticationFailed, Code: 403, Reason: "ACCESS_REFUSED - Login was refused"}
 	logs := &syncWriter{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	s := New(Config{PublishTimeout: time.Second}, &fakeBackend{}, security.NewStore(10), metrics.New(), log, func() error { return refused })
+	s := New(Config{PublishTimeout: time.Second}, &fakeBackend{}, security.NewStore(10), metrics.New(), log, func() error { return authErr })
 
 	resp := serve(s, "GET", "/health/ready", "", nil, map[string]string{"Accept-Language": "ru"})
 	if resp.StatusCode() != 503 {

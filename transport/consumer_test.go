@@ -96,10 +96,9 @@ func dialRecorded(t *testing.T) (*Connection, *ackRecorder) {
 	return conn, rec
 }
 
-// TestSettleGroupFrames checks that a group of settlements covering the
-// oldest unsettled deliveries goes out as one frame with the multiple flag,
-// and that any other group is settled delivery by delivery, so that the
-// broker settles no delivery outside the group.
+// TestSettleGroupFrames checks that a group covering exactly the oldest
+// unsettled deliveries goes out as one frame with the multiple flag. Any
+// other group goes out frame by frame, so the broker settles nothing else.
 func TestSettleGroupFrames(t *testing.T) {
 	broker := testenv.NewBroker(t)
 	queue := broker.Queue(testenv.Name("settle"))

@@ -60,8 +60,8 @@ type setting struct {
 	set     setter
 }
 
-// setter parses a setting's text into the config. kind names the value's
-// type in the usage text.
+// setter is the parser of a setting's text into the config. Its kind names
+// the value's type in the usage text.
 type setter struct {
 	kind  string
 	parse func(c *config, v string) error
@@ -159,7 +159,7 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (*co
 	c := &config{}
 	all := settings()
 	fs := flag.NewFlagSet("rmqrouter", flag.ContinueOnError)
-	// The caller reports a parse error in one line; only -h prints the
+	// The caller reports a parse error in one line. Only -h prints the
 	// usage.
 	fs.SetOutput(io.Discard)
 	values := make(map[string]*string, len(all))
