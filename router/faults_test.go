@@ -132,11 +132,10 @@ func expectAllAcceptedStored(t *testing.T, b *testenv.Broker, queue string, resu
 		if !ok {
 			break
 		}
-		pid, _ := d.Headers[transport.PublishIDHeader].(string)
-		if prev, dup := seen[d.MessageId]; dup && prev != pid {
-			t.Fatalf("message %s stored twice with different publish ids", d.MessageId)
+		if prev, dup := seen[d.MessageId]; dup && prev != string(d.Body) {
+			t.Fatalf("message %s stored twice with different bodies", d.MessageId)
 		}
-		seen[d.MessageId] = pid
+		seen[d.MessageId] = string(d.Body)
 	}
 	lost := 0
 	for id := range accepted {

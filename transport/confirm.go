@@ -28,13 +28,30 @@ type Publish struct {
 
 	returned  *Error
 	abandoned bool // replied to by Abandon; a late confirm is ignored
+
+	// How a return finds this publishing while it waits for its confirm:
+	// by returnKey when keyed, else by publishID when that is set.
+	keyed     bool
+	publishID string
+}
+
+// returnKey is what a basic.return says about the publishing it returns, apart
+// from its headers and body.
+type returnKey struct {
+	exchange, routingKey, messageID string
+}
+
+func (m *Message) returnKey() returnKey {
+	return returnKey{exchange: m.Exchange, routingKey: m.RoutingKey, messageID: m.MessageID}
 }
 
 // ConfirmChannel is a channel in confirm mode that pipelines many
 // publishings: one writer goroutine sends them in order and one monitor
 // goroutine matches each confirm with its publishing by delivery tag, and
-// each return by the publish id header. Both goroutines end when the channel
-// closes; every Publish still waiting then receives exactly one Done call.
+// each return by exchange, routing key and message id, or by the publish id
+// header where those three do not tell two waiting publishings apart. Both
+// goroutines end when the channel closes; every Publish still waiting then
+// receives exactly one Done call.
 type ConfirmChannel struct {
 	id      uint64
 	ch      *amqp.Channel
@@ -48,8 +65,11 @@ type ConfirmChannel struct {
 
 	mu      sync.Mutex
 	pending map[uint64]*Publish
-	tags    map[string]uint64 // publish id → delivery tag, for returns
-	closed  bool
+	// Delivery tags of waiting mandatory publishings, for returns: at most
+	// one per returnKey is found by its key, the others by publish id.
+	byKey  map[returnKey]uint64
+	byID   map[string]uint64
+	closed bool
 }
 
 // ChannelOptions sizes a ConfirmChannel.
@@ -99,7 +119,8 @@ func OpenConfirmChannel(conn *Connection, id uint64, opts ChannelOptions, onClos
 		ended:   make(chan struct{}),
 		onClose: onClose,
 		pending: make(map[uint64]*Publish),
-		tags:    make(map[string]uint64),
+		byKey:   make(map[returnKey]uint64),
+		byID:    make(map[string]uint64),
 	}
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, opts.NotifyBuffer))
 	returns := ch.NotifyReturn(make(chan amqp.Return, opts.ReturnBuffer))
@@ -263,9 +284,6 @@ func (c *ConfirmChannel) send(p *Publish) {
 	// next sequence number is the delivery tag this publishing will get.
 	tag := c.ch.GetNextPublishSeqNo()
 	m := p.Msg
-	if m.PublishID == "" {
-		m.PublishID = newPublishID()
-	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -273,10 +291,12 @@ func (c *ConfirmChannel) send(p *Publish) {
 		return
 	}
 	c.pending[tag] = p
-	c.tags[m.PublishID] = tag
+	if m.Mandatory {
+		c.trackReturn(p, tag)
+	}
 	c.mu.Unlock()
 
-	err := c.ch.PublishWithContext(context.Background(), m.Exchange, m.RoutingKey, m.Mandatory, false, m.publishing(m.PublishID))
+	err := c.ch.PublishWithContext(context.Background(), m.Exchange, m.RoutingKey, m.Mandatory, false, m.publishing())
 	if err == nil {
 		return
 	}
@@ -293,6 +313,25 @@ func (c *ConfirmChannel) send(p *Publish) {
 	}
 }
 
+// trackReturn records how a return will find p, which gets delivery tag tag.
+// The first waiting publishing with a returnKey is found by that key; one
+// that shares it with another waiting publishing gets a publish id header.
+// c.mu must be held.
+func (c *ConfirmChannel) trackReturn(p *Publish, tag uint64) {
+	m := p.Msg
+	if m.PublishID == "" {
+		key := m.returnKey()
+		if _, taken := c.byKey[key]; !taken {
+			c.byKey[key] = tag
+			p.keyed = true
+			return
+		}
+		m.PublishID = newPublishID()
+	}
+	p.publishID = m.PublishID
+	c.byID[p.publishID] = tag
+}
+
 func (c *ConfirmChannel) take(tag uint64) *Publish {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -301,8 +340,15 @@ func (c *ConfirmChannel) take(tag uint64) *Publish {
 		return nil
 	}
 	delete(c.pending, tag)
-	if c.tags[p.Msg.PublishID] == tag {
-		delete(c.tags, p.Msg.PublishID)
+	switch {
+	case p.keyed:
+		if key := p.Msg.returnKey(); c.byKey[key] == tag {
+			delete(c.byKey, key)
+		}
+	case p.publishID != "":
+		if c.byID[p.publishID] == tag {
+			delete(c.byID, p.publishID)
+		}
 	}
 	if p.abandoned {
 		return nil
@@ -408,10 +454,15 @@ func (c *ConfirmChannel) handleConfirm(cf amqp.Confirmation, returns <-chan amqp
 }
 
 func (c *ConfirmChannel) handleReturn(r *amqp.Return) {
-	id, _ := r.Headers[PublishIDHeader].(string)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	tag, ok := c.tags[id]
+	var tag uint64
+	var ok bool
+	if id, has := r.Headers[PublishIDHeader].(string); has {
+		tag, ok = c.byID[id]
+	} else {
+		tag, ok = c.byKey[returnKey{exchange: r.Exchange, routingKey: r.RoutingKey, messageID: r.MessageId}]
+	}
 	if !ok {
 		return
 	}

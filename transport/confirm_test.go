@@ -2,8 +2,11 @@ package transport_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/rmqrouter/rmqrouter/internal/testenv"
 	. "github.com/rmqrouter/rmqrouter/transport"
@@ -42,6 +45,96 @@ func TestReturnsBeyondBuffer(t *testing.T) {
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatalf("timed out with %d of %d publishings done", i, n)
+		}
+	}
+}
+
+// TestReturnsMatchedWithoutHeader checks that returns find their publishings
+// in one pipelined batch: by exchange, routing key and message id where those
+// differ, and by a publish id header where two waiting publishings share them.
+// A headers exchange routes on a header the three do not include, so
+// publishings with the same three can differ in routing.
+func TestReturnsMatchedWithoutHeader(t *testing.T) {
+	broker := testenv.NewBroker(t)
+	exchange := broker.Exchange(testenv.Name("returns-headers"), "headers")
+	queue := broker.Queue(testenv.Name("returns-headers"))
+	broker.BindArgs(queue, exchange, "", amqp.Table{"x-match": "all", "route": "yes"})
+	conn, _ := dialRecorded(t)
+	ch, err := OpenConfirmChannel(conn, 1, ChannelOptions{QueueLength: 512}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close(5 * time.Second)
+
+	// Odd publishings are unroutable. The first 60 have a message id each;
+	// the next 60 share one, starting with an unroutable one, so the keyed
+	// publishing of that id is returned as well as some with a header.
+	const n = 120
+	results := make([]chan error, n)
+	batch := make([]*Publish, n)
+	for i := range batch {
+		route := "yes"
+		if i%2 == 1 {
+			route = "no"
+		}
+		id := "shared"
+		if i < n/2 {
+			id = fmt.Sprintf("own-%d", i)
+		}
+		if i == n/2 {
+			route = "no"
+		}
+		done := make(chan error, 1)
+		results[i] = done
+		batch[i] = &Publish{
+			Msg: &Message{
+				Exchange: exchange, Mandatory: true, MessageID: id, DeliveryMode: 2,
+				Headers: map[string]any{"route": route}, Body: []byte(id),
+			},
+			Done: func(err error) { done <- err },
+		}
+	}
+	if !ch.EnqueueBatch(batch) {
+		t.Fatal("the channel rejected the batch")
+	}
+	routed, withHeader := 0, 0
+	for i, done := range results {
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("publishing %d got no result", i)
+		}
+		unroutable := batch[i].Msg.Headers["route"] == "no"
+		switch {
+		case unroutable && !errors.Is(err, ErrUnroutable):
+			t.Fatalf("publishing %d (unroutable): %v, want unroutable", i, err)
+		case !unroutable && err != nil:
+			t.Fatalf("publishing %d (routable): %v, want an ack", i, err)
+		case !unroutable:
+			routed++
+		}
+		if batch[i].Msg.PublishID != "" {
+			withHeader++
+		}
+	}
+	if batch[0].Msg.PublishID != "" || batch[n/2].Msg.PublishID != "" {
+		t.Fatal("the first publishing of a message id got a publish id header")
+	}
+	if withHeader == 0 {
+		t.Fatal("no publishing sharing a message id got a publish id header; the header path was not tested")
+	}
+	testenv.Eventually(t, 5*time.Second, "routed messages in the queue", func() bool { return broker.Count(queue) == routed })
+	for range routed {
+		d, ok := broker.Get(queue)
+		if !ok {
+			t.Fatal("the queue holds fewer messages than were routed")
+		}
+		if d.Headers["route"] != "yes" {
+			t.Fatalf("an unroutable message reached the queue: %v", d.Headers)
+		}
+		if _, has := d.Headers[PublishIDHeader]; has == (d.MessageId != "shared") {
+			t.Fatalf("message %s: publish id header present = %v", d.MessageId, has)
 		}
 	}
 }

@@ -11,8 +11,9 @@
 //     counts publishings from 1.
 //   - Return: basic.return, sent before the confirm when a mandatory
 //     publishing could not be routed to any queue. A return carries no
-//     delivery tag, so every publishing carries the router's own publish id in
-//     the header PublishIDHeader, and returns are matched by that id.
+//     delivery tag, so a channel matches it by exchange, routing key and
+//     message id. Where two publishings waiting for their confirms share
+//     those three, the second carries the header PublishIDHeader.
 //   - Generation: a counter that a consumer's channel gets when it is opened.
 //     Broker delivery tags are only valid on the channel that produced them;
 //     the generation tells an old tag from a new one.

@@ -132,9 +132,16 @@ func (b *Broker) DeleteExchange(name string) {
 // Bind binds queue to exchange with key.
 func (b *Broker) Bind(queue, exchange, key string) {
 	b.t.Helper()
+	b.BindArgs(queue, exchange, key, nil)
+}
+
+// BindArgs binds queue to exchange with key and binding arguments, such as
+// the header matches of a headers exchange.
+func (b *Broker) BindArgs(queue, exchange, key string, args amqp.Table) {
+	b.t.Helper()
 	ch := b.channel()
 	defer ch.Close()
-	if err := ch.QueueBind(queue, key, exchange, false, nil); err != nil {
+	if err := ch.QueueBind(queue, key, exchange, false, args); err != nil {
 		b.t.Fatalf("bind %q to %q: %v", queue, exchange, err)
 	}
 }
