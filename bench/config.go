@@ -64,12 +64,11 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	var cfg config
 	var scenario, levels string
 
+	// On a bad flag the flag package would print the error and the whole usage. Its
+	// output is discarded, so main prints the error as one line and only -h prints usage.
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(output)
-	fs.Usage = func() {
-		fmt.Fprint(output, usageText)
-		fs.PrintDefaults()
-	}
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 
 	fs.StringVar(&scenario, "scenario", "publish-json", "comma-separated scenarios to run, or all: "+strings.Join(scenarioNames, ", "))
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of one measured round")
@@ -102,10 +101,24 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	fs.DurationVar(&cfg.httpTimeout, "http-timeout", 30*time.Second, "timeout of one HTTP request to the router, on top of the fetch wait")
 
 	if err := fs.Parse(args); err != nil {
-		return config{}, err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(output, usageText)
+			fs.SetOutput(output)
+			fs.PrintDefaults()
+			return config{}, err
+		}
+		return config{}, fmt.Errorf("%w (see -h for the flags)", err)
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected argument %q: all settings are flags, see -h", fs.Arg(0))
+	}
+	setFlags := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
+	if setFlags["sweep-levels"] && !cfg.sweep {
+		return config{}, errors.New("-sweep-levels has no effect without -sweep: add -sweep, or drop -sweep-levels")
+	}
+	if setFlags["concurrency"] && cfg.sweep {
+		return config{}, errors.New("-concurrency has no effect with -sweep, which runs every level of -sweep-levels: drop one of them")
 	}
 
 	var err error

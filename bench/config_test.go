@@ -64,18 +64,21 @@ func TestParseConfigScenarios(t *testing.T) {
 
 func TestParseConfigRejectsInvalid(t *testing.T) {
 	cases := map[string][]string{
-		"unknown scenario":    {"-scenario", "publish"},
-		"zero duration":       {"-duration", "0s"},
-		"zero concurrency":    {"-concurrency", "0"},
-		"zero size":           {"-size", "0"},
-		"negative users":      {"-users", "-1"},
-		"unknown format":      {"-format", "yaml"},
-		"bad sweep level":     {"-sweep-levels", "1,x"},
-		"batch too large":     {"-batch-size", "1001"},
-		"router url path":     {"-router-url", "http://127.0.0.1:8000/v1"},
-		"router url scheme":   {"-router-url", "ftp://127.0.0.1"},
-		"bad amqp url":        {"-amqp-url", "http://x"},
-		"positional argument": {"extra"},
+		"unknown scenario":       {"-scenario", "publish"},
+		"zero duration":          {"-duration", "0s"},
+		"zero concurrency":       {"-concurrency", "0"},
+		"zero size":              {"-size", "0"},
+		"negative users":         {"-users", "-1"},
+		"unknown format":         {"-format", "yaml"},
+		"bad sweep level":        {"-sweep-levels", "1,x"},
+		"batch too large":        {"-batch-size", "1001"},
+		"router url path":        {"-router-url", "http://127.0.0.1:8000/v1"},
+		"router url scheme":      {"-router-url", "ftp://127.0.0.1"},
+		"bad amqp url":           {"-amqp-url", "http://x"},
+		"positional argument":    {"extra"},
+		"unknown flag":           {"-nope"},
+		"levels without sweep":   {"-sweep-levels", "1,4"},
+		"concurrency with sweep": {"-sweep", "-concurrency", "8"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -95,6 +98,39 @@ func TestParseConfigHelp(t *testing.T) {
 	for _, want := range []string{"Usage: go run ./bench", "-router-url", "-sweep"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("help does not mention %q", want)
+		}
+	}
+}
+
+// TestParseConfigBadFlagQuiet checks that a bad flag yields one error naming it
+// and no usage text, which main prints as one line.
+func TestParseConfigBadFlagQuiet(t *testing.T) {
+	var out strings.Builder
+	_, err := parseConfig([]string{"-duraton", "5s"}, &out)
+	if err == nil {
+		t.Fatal("parseConfig(-duraton) returned no error")
+	}
+	if !strings.Contains(err.Error(), "-duraton") {
+		t.Errorf("error %q does not name the flag -duraton", err)
+	}
+	if !strings.Contains(err.Error(), "see -h") {
+		t.Errorf("error %q does not point to -h", err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("parseConfig wrote %q, want nothing", out.String())
+	}
+}
+
+func TestCommandName(t *testing.T) {
+	cases := map[string]string{
+		"/tmp/go-build1234/b001/exe/bench":      "go run ./bench",
+		"/root/.cache/go-build/c0/c0a8-d/bench": "go run ./bench",
+		"./bin/bench":                           "./bin/bench",
+		"/usr/local/bin/rmqrouter-bench":        "/usr/local/bin/rmqrouter-bench",
+	}
+	for arg0, want := range cases {
+		if got := commandName(arg0); got != want {
+			t.Errorf("commandName(%q) = %q, want %q", arg0, got, want)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 )
@@ -26,7 +27,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
-	cfg.commandLine = strings.TrimSpace("go run ./bench " + strings.Join(os.Args[1:], " "))
+	cfg.commandLine = strings.TrimSpace(commandName(os.Args[0]) + " " + strings.Join(os.Args[1:], " "))
 
 	// The first interrupt stops the rounds and starts the cleanup. The handler is then
 	// removed, so a second interrupt ends the process at once, cleanup or not.
@@ -42,4 +43,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// commandName returns how the report names the harness: go run ./bench when the go tool
+// built it into its temporary or cache directory, else the path it was started by.
+func commandName(arg0 string) string {
+	path := filepath.ToSlash(arg0)
+	if strings.Contains(path, "/go-build") {
+		return "go run ./bench"
+	}
+	if cache := os.Getenv("GOCACHE"); cache != "" && strings.HasPrefix(path, filepath.ToSlash(cache)+"/") {
+		return "go run ./bench"
+	}
+	return arg0
 }
