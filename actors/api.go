@@ -147,9 +147,10 @@ func (c Config) withDefaults() Config {
 // the actors start. Its methods are safe for concurrent use; each blocks
 // until its request is answered or ctx is done.
 type System struct {
-	cfg     Config
-	log     *slog.Logger
-	metrics *metrics.Metrics
+	cfg       Config
+	log       *slog.Logger
+	metrics   *metrics.Metrics
+	publishes publishSeries
 
 	actors     *actor.ActorSystem
 	root       *actor.RootContext
@@ -172,6 +173,7 @@ func NewSystem(cfg Config, log *slog.Logger, m *metrics.Metrics) *System {
 		cfg:        cfg,
 		log:        log,
 		metrics:    m,
+		publishes:  newPublishSeries(m),
 		tags:       newTagRegistry(),
 		sessions:   newSessionRegistry(),
 		stopTicker: make(chan struct{}),

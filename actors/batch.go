@@ -216,9 +216,9 @@ func (a *publisherActor) enqueueBatch(ctx actor.Context, b *heldBatch) {
 func (a *publisherActor) recordBatchOutcome(exchange string, err error) {
 	switch {
 	case err == nil:
-		a.sys.metrics.Messages.WithLabelValues("published").Inc()
+		a.sys.publishes.published.Inc()
 	case errors.Is(err, transport.ErrUnroutable):
-		a.sys.metrics.Messages.WithLabelValues("returned").Inc()
+		a.sys.publishes.returned.Inc()
 	case errors.Is(err, transport.ErrExchangeNotFound):
 		a.topo.Forget(exchange)
 	}

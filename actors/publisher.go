@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rmqrouter/rmqrouter/metrics"
 	"github.com/rmqrouter/rmqrouter/transport"
 )
 
@@ -211,16 +213,51 @@ func pickChannel[C channelLoad](channels []C, tried uint64) int {
 	return best
 }
 
+// publishOutcomes are the outcome labels of the publish duration histogram.
+var publishOutcomes = []string{"accepted", "unroutable", "exchange_not_found", "nacked", "access_refused", "blocked", "failed"}
+
+// publishSeries holds the metric series that every publish result is recorded
+// on. They are resolved once, because a label lookup hashes and checks each value.
+type publishSeries struct {
+	m         *metrics.Metrics
+	published prometheus.Counter
+	returned  prometheus.Counter
+	duration  map[string]prometheus.Observer // by outcome
+}
+
+func newPublishSeries(m *metrics.Metrics) publishSeries {
+	ps := publishSeries{
+		m:         m,
+		published: m.Messages.WithLabelValues("published"),
+		returned:  m.Messages.WithLabelValues("returned"),
+		duration:  make(map[string]prometheus.Observer, len(publishOutcomes)),
+	}
+	for _, outcome := range publishOutcomes {
+		ps.duration[outcome] = m.PublishDuration.WithLabelValues(outcome)
+	}
+	return ps
+}
+
+// observe records the duration of a publish with outcome. An outcome missing
+// from publishOutcomes is looked up by label instead.
+func (ps *publishSeries) observe(outcome string, elapsed time.Duration) {
+	observer, ok := ps.duration[outcome]
+	if !ok {
+		observer = ps.m.PublishDuration.WithLabelValues(outcome)
+	}
+	observer.Observe(elapsed.Seconds())
+}
+
 // answer sends cmd its result and records its outcome. It runs on the actor or
 // on a channel goroutine.
 func (a *publisherActor) answer(cmd *publishCmd, err error) {
 	outcome := "accepted"
 	switch {
 	case err == nil:
-		a.sys.metrics.Messages.WithLabelValues("published").Inc()
+		a.sys.publishes.published.Inc()
 	case errors.Is(err, transport.ErrUnroutable):
 		outcome = "unroutable"
-		a.sys.metrics.Messages.WithLabelValues("returned").Inc()
+		a.sys.publishes.returned.Inc()
 	case errors.Is(err, transport.ErrExchangeNotFound):
 		outcome = "exchange_not_found"
 		a.topo.Forget(cmd.msg.Exchange)
@@ -233,7 +270,7 @@ func (a *publisherActor) answer(cmd *publishCmd, err error) {
 	default:
 		outcome = "failed"
 	}
-	a.sys.metrics.PublishDuration.WithLabelValues(outcome).Observe(time.Since(cmd.start).Seconds())
+	a.sys.publishes.observe(outcome, time.Since(cmd.start))
 	cmd.fail(err)
 }
 

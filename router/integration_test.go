@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/rmqrouter/rmqrouter/internal/testenv"
@@ -80,6 +82,16 @@ func TestPublishJSONObjectArrivesVerbatim(t *testing.T) {
 	}
 	if id, _ := m["message_id"].(string); len(id) != 36 {
 		t.Fatalf("message_id %q should be a generated UUID", m["message_id"])
+	}
+	if n := testutil.ToFloat64(s.Metrics.Messages.WithLabelValues("published")); n != 1 {
+		t.Errorf("messages_total{event=published} = %v, want 1", n)
+	}
+	var accepted dto.Metric
+	if err := s.Metrics.PublishDuration.WithLabelValues("accepted").(prometheus.Metric).Write(&accepted); err != nil {
+		t.Fatal(err)
+	}
+	if n := accepted.GetHistogram().GetSampleCount(); n != 1 {
+		t.Errorf("publish_duration_seconds{outcome=accepted} counted %d publishes, want 1", n)
 	}
 
 	d, ok := b.Get(q)

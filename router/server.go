@@ -61,6 +61,7 @@ type Server struct {
 	started  time.Time
 	http     *fasthttp.Server
 	promHTTP fasthttp.RequestHandler
+	httpm    httpMetrics
 }
 
 // New returns a Server. ready may be nil, which means always ready.
@@ -79,6 +80,7 @@ func New(cfg Config, backend Backend, creds *security.Store, m *metrics.Metrics,
 		backend:  backend,
 		creds:    creds,
 		metrics:  m,
+		httpm:    httpMetrics{m: m},
 		log:      log,
 		ready:    ready,
 		started:  time.Now(),
@@ -124,9 +126,7 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 			s.log.Error("handler panicked", "request_id", req.id, "route", route, "panic", fmt.Sprintf("%v", p), "stack", string(debug.Stack()))
 			s.writeError(req, errInternal)
 		}
-		status := ctx.Response.StatusCode()
-		s.metrics.HTTPRequests.WithLabelValues(route, string(ctx.Method()), strconv.Itoa(status)).Inc()
-		s.metrics.HTTPDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		s.httpm.observe(route, ctx.Method(), ctx.Response.StatusCode(), time.Since(start))
 	}()
 
 	path := string(ctx.URI().PathOriginal())
@@ -208,7 +208,7 @@ func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 		s.writeError(req, newAPIError(400, "invalid_request",
 			"The HTTP request could not be parsed.", "HTTP-запрос не удалось разобрать."))
 	}
-	s.metrics.HTTPRequests.WithLabelValues("other", string(ctx.Method()), strconv.Itoa(ctx.Response.StatusCode())).Inc()
+	s.httpm.count("other", ctx.Method(), ctx.Response.StatusCode())
 }
 
 // authenticate returns the request's credentials or writes a 401.

@@ -5,12 +5,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 
 	"github.com/rmqrouter/rmqrouter/actors"
@@ -364,5 +366,31 @@ func TestReadinessDetailInRussian(t *testing.T) {
 	}
 	if !strings.Contains(body.Checks["broker"], "Login was refused") {
 		t.Errorf("checks.broker %q lost the broker's text", body.Checks["broker"])
+	}
+}
+
+// TestHTTPMetricMethodsBounded checks that request methods outside HTTP's
+// standard set share one label value, so clients cannot add series at will,
+// and that repeated requests count on the same series.
+func TestHTTPMetricMethodsBounded(t *testing.T) {
+	s, _ := newTestServer(&fakeBackend{})
+	for i := range 50 {
+		serve(s, fmt.Sprintf("M%d", i), "/nowhere", "", nil, nil)
+	}
+	for range 3 {
+		serve(s, "GET", "/nowhere", "", nil, nil)
+	}
+
+	if n := testutil.CollectAndCount(s.metrics.HTTPRequests); n != 2 {
+		t.Errorf("http_requests_total has %d series, want 2 (GET and other)", n)
+	}
+	if n := testutil.ToFloat64(s.metrics.HTTPRequests.WithLabelValues("other", "other", "404")); n != 50 {
+		t.Errorf("requests with other methods = %v, want 50", n)
+	}
+	if n := testutil.ToFloat64(s.metrics.HTTPRequests.WithLabelValues("other", "GET", "404")); n != 3 {
+		t.Errorf("GET requests = %v, want 3", n)
+	}
+	if n := testutil.CollectAndCount(s.metrics.HTTPDuration); n != 1 {
+		t.Errorf("http_request_duration_seconds has %d series, want 1", n)
 	}
 }
