@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -111,7 +112,19 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.http.ShutdownWit
 type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Warn("http server", "task", "http", "message", strings.TrimSpace(fmt.Sprintf(format, args...)))
+	l.log.Warn("http server", "task", "http", "message", redactHeaders(strings.TrimSpace(fmt.Sprintf(format, args...))))
+}
+
+// credentialHeader matches a credential-bearing header and its value in a
+// message of fasthttp, which quotes up to 200 bytes of an unparsable request
+// with Go escapes. The value ends at an escaped or raw line break, or at the
+// closing quote.
+var credentialHeader = regexp.MustCompile(`(?i)((?:proxy-)?authorization|cookie)(\s*:\s*)((?:[^\\"\r\n]|\\[^rn])*)`)
+
+// redactHeaders replaces the values of credential headers in msg, so that a
+// request fasthttp could not parse does not put a password in the log.
+func redactHeaders(msg string) string {
+	return credentialHeader.ReplaceAllString(msg, "${1}${2}[redacted]")
 }
 
 // Handle serves one request. It is the fasthttp handler, exported for tests.
@@ -208,7 +221,9 @@ func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 		s.writeError(req, newAPIError(400, "invalid_request",
 			"The HTTP request could not be parsed.", "HTTP-запрос не удалось разобрать."))
 	}
-	s.httpm.count("other", ctx.Method(), ctx.Response.StatusCode())
+	// The method of a request that failed to parse is not known: ctx.Method()
+	// then returns fasthttp's default GET.
+	s.httpm.count("other", nil, ctx.Response.StatusCode())
 }
 
 // authenticate returns the request's credentials or writes a 401.

@@ -1,12 +1,14 @@
 package router
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -392,5 +394,78 @@ func TestHTTPMetricMethodsBounded(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(s.metrics.HTTPDuration); n != 1 {
 		t.Errorf("http_request_duration_seconds has %d series, want 1", n)
+	}
+}
+
+// TestUnparsableRequestLogsNoCredentials sends a request that fasthttp cannot
+// parse. fasthttp logs a quoted copy of its headers, and the router must not
+// let the Authorization value through to its log.
+func TestUnparsableRequestLogsNoCredentials(t *testing.T) {
+	s, logs := newTestServer(&fakeBackend{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	defer func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		<-served
+	}()
+
+	secret := base64.StdEncoding.EncodeToString([]byte("guest:do-not-log-me"))
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	request := "POST /v1/publish HTTP/1.1\r\nHost: router\r\nAuthorization: Basic " + secret +
+		"\r\nCookie: session=do-not-log-me\r\nContent-Length: abc\r\n\r\n"
+	if _, err := conn.Write([]byte(request)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(status, " 400 ") {
+		t.Fatalf("status line %q, want 400", status)
+	}
+
+	var logged string
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if logged = logs.String(); strings.Contains(logged, "http server") {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logged, "[redacted]") {
+		t.Fatalf("no redacted http server record in the log:\n%s", logged)
+	}
+	for _, leak := range []string{secret, "do-not-log-me"} {
+		if strings.Contains(logged, leak) {
+			t.Errorf("the log contains %q:\n%s", leak, logged)
+		}
+	}
+	if n := testutil.ToFloat64(s.metrics.HTTPRequests.WithLabelValues("other", "other", "400")); n != 1 {
+		t.Errorf("unparsable requests counted with method other = %v, want 1", n)
+	}
+}
+
+func TestRedactHeaders(t *testing.T) {
+	cases := map[string]string{
+		`contents: "POST / HTTP/1.1\r\nAuthorization: Basic Zm9vOmJhcg==\r\nHost: a\r\n"`: `contents: "POST / HTTP/1.1\r\nAuthorization: [redacted]\r\nHost: a\r\n"`,
+		`contents: "GET / HTTP/1.1\r\nproxy-authorization:Bearer x\"y"...""`:              `contents: "GET / HTTP/1.1\r\nproxy-authorization:[redacted]"...""`,
+		"raw COOKIE: a=b\r\nnext":       "raw COOKIE: [redacted]\r\nnext",
+		`no credentials: "Host: a\r\n"`: `no credentials: "Host: a\r\n"`,
+	}
+	for in, want := range cases {
+		if got := redactHeaders(in); got != want {
+			t.Errorf("redactHeaders(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
