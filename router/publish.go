@@ -107,7 +107,7 @@ func (s *Server) messageFromJSON(req *request, b *publishBody) (*transport.Messa
 		}
 		msg.Priority = uint8(*b.Priority)
 	}
-	if e := setIDs(msg, b.MessageID, b.CorrelationID, req.id); e != nil {
+	if e := setIDs(msg, b.MessageID, b.CorrelationID, req.id, jsonIDFields); e != nil {
 		return nil, "", e
 	}
 	if len(b.Headers) > 0 {
@@ -116,7 +116,7 @@ func (s *Server) messageFromJSON(req *request, b *publishBody) (*transport.Messa
 			if err := security.ValidateHeaderName(k); err != nil {
 				return nil, "", nameError(err)
 			}
-			if k == transport.PublishIDHeader {
+			if strings.EqualFold(k, transport.PublishIDHeader) {
 				return nil, "", errValidation("headers", "the header "+k+" is reserved", "заголовок "+k+" зарезервирован")
 			}
 			msg.Headers[k] = v
@@ -143,10 +143,19 @@ func (s *Server) messageFromJSON(req *request, b *publishBody) (*transport.Messa
 	return msg, vhost, nil
 }
 
-func setIDs(msg *transport.Message, messageID, correlationID *string, requestID string) *apiError {
+// idFields names the message id and correlation id where a request gives them,
+// for error details: JSON fields or request headers.
+type idFields struct{ messageID, correlationID string }
+
+var (
+	jsonIDFields   = idFields{messageID: "message_id", correlationID: "correlation_id"}
+	headerIDFields = idFields{messageID: "X-Message-Id", correlationID: "X-Correlation-Id"}
+)
+
+func setIDs(msg *transport.Message, messageID, correlationID *string, requestID string, fields idFields) *apiError {
 	if messageID != nil && *messageID != "" {
 		if len(*messageID) > security.MaxNameBytes || !utf8.ValidString(*messageID) {
-			return errValidation("message_id", "must be valid UTF-8 of at most 255 bytes", "должно быть UTF-8 длиной не более 255 байт")
+			return errValidation(fields.messageID, "must be valid UTF-8 of at most 255 bytes", "должно быть UTF-8 длиной не более 255 байт")
 		}
 		msg.MessageID = *messageID
 	} else {
@@ -154,7 +163,7 @@ func setIDs(msg *transport.Message, messageID, correlationID *string, requestID 
 	}
 	if correlationID != nil && *correlationID != "" {
 		if len(*correlationID) > security.MaxNameBytes || !utf8.ValidString(*correlationID) {
-			return errValidation("correlation_id", "must be valid UTF-8 of at most 255 bytes", "должно быть UTF-8 длиной не более 255 байт")
+			return errValidation(fields.correlationID, "must be valid UTF-8 of at most 255 bytes", "должно быть UTF-8 длиной не более 255 байт")
 		}
 		msg.CorrelationID = *correlationID
 	} else {
@@ -318,7 +327,7 @@ func messageFromHeaders(req *request) (*transport.Message, *apiError) {
 	if msg.ContentType == "" {
 		msg.ContentType = "application/octet-stream"
 	}
-	if e := setIDs(msg, messageID, correlationID, req.id); e != nil {
+	if e := setIDs(msg, messageID, correlationID, req.id, headerIDFields); e != nil {
 		return nil, e
 	}
 	return msg, nil

@@ -189,9 +189,17 @@ func (s *Server) dispatch(req *request, method, path string) string {
 	return "other"
 }
 
+// sessionMessagesRoute is the one GET route that rejects HEAD with 405: a HEAD
+// would hand out messages whose body the client never sees.
+const sessionMessagesRoute = "/v1/sessions/{id}/messages"
+
 func (s *Server) only(req *request, method, want, route string, h func(*request)) string {
 	if method != want && !(want == "GET" && method == "HEAD") {
-		req.ctx.Response.Header.Set("Allow", want)
+		allow := want
+		if want == "GET" && route != sessionMessagesRoute {
+			allow = "GET, HEAD"
+		}
+		req.ctx.Response.Header.Set("Allow", allow)
 		s.writeError(req, errMethodNotAllowed)
 		return route
 	}

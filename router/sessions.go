@@ -90,7 +90,7 @@ func (s *Server) dispatchSession(req *request, method, path string) string {
 	case "":
 		return s.only(req, method, "DELETE", "/v1/sessions/{id}", func(r *request) { s.handleCloseSession(r, id) })
 	case "messages":
-		return s.only(req, method, "GET", "/v1/sessions/{id}/messages", func(r *request) { s.handleSessionMessages(r, id) })
+		return s.only(req, method, "GET", sessionMessagesRoute, func(r *request) { s.handleSessionMessages(r, id) })
 	case "ack":
 		return s.only(req, method, "POST", "/v1/sessions/{id}/ack", func(r *request) { s.handleSessionSettle(r, id, true) })
 	case "nack":

@@ -469,3 +469,78 @@ func TestRedactHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestReservedHeaderAnyCase checks that every publish path rejects the
+// router's reserved header in any letter case and publishes nothing.
+func TestReservedHeaderAnyCase(t *testing.T) {
+	b := &fakeBackend{}
+	s, _ := newTestServer(b)
+	requests := map[string]func() *fasthttp.Response{
+		"publish": func() *fasthttp.Response {
+			return serve(s, "POST", "/v1/publish", guestAuth(), []byte(`{"exchange":"","routing_key":"q","payload":"x","headers":{"X-RMQROUTER-Publish-Id":"1"}}`), nil)
+		},
+		"batch": func() *fasthttp.Response {
+			return serve(s, "POST", "/v1/publish/batch", guestAuth(), []byte(`{"messages":[{"exchange":"","routing_key":"q","payload":"x","headers":{"x-rmqrouter-PUBLISH-id":"1"}}]}`), nil)
+		},
+		"raw": func() *fasthttp.Response {
+			return serve(s, "POST", "/v1/exchanges/amq.default/publish?routing_key=q", guestAuth(), []byte("x"), map[string]string{"X-Header-X-Rmqrouter-Publish-Id": "1"})
+		},
+	}
+	for name, send := range requests {
+		t.Run(name, func(t *testing.T) {
+			r := send()
+			// A batch answers 207 with the 422 in the message's result.
+			rejected := r.StatusCode() == 422 || (name == "batch" && r.StatusCode() == 207 && strings.Contains(string(r.Body()), `"status":422`))
+			if !rejected {
+				t.Fatalf("status %d, want 422: %s", r.StatusCode(), r.Body())
+			}
+			if !strings.Contains(string(r.Body()), "reserved") {
+				t.Errorf("body %s does not say the header is reserved", r.Body())
+			}
+		})
+	}
+	if len(b.published) != 0 {
+		t.Errorf("%d messages were published", len(b.published))
+	}
+}
+
+// TestAllowHeaderNamesHead checks the Allow header of 405 answers: GET routes
+// allow HEAD too, except the session messages route.
+func TestAllowHeaderNamesHead(t *testing.T) {
+	s, _ := newTestServer(&fakeBackend{})
+	cases := map[string]string{
+		"/health":                   "GET, HEAD",
+		"/metrics":                  "GET, HEAD",
+		"/v1/publish":               "POST",
+		"/v1/sessions/abc/messages": "GET",
+	}
+	for path, want := range cases {
+		r := serve(s, "PUT", path, guestAuth(), nil, nil)
+		if r.StatusCode() != 405 {
+			t.Errorf("PUT %s: status %d, want 405", path, r.StatusCode())
+		}
+		if got := string(r.Header.Peek("Allow")); got != want {
+			t.Errorf("PUT %s: Allow %q, want %q", path, got, want)
+		}
+	}
+	r := serve(s, "HEAD", "/v1/sessions/abc/messages", guestAuth(), nil, nil)
+	if r.StatusCode() != 405 || string(r.Header.Peek("Allow")) != "GET" {
+		t.Errorf("HEAD on session messages: status %d, Allow %q, want 405 and GET", r.StatusCode(), r.Header.Peek("Allow"))
+	}
+}
+
+// TestRawPublishErrorsNameHeader checks that an invalid id on the raw publish
+// path is reported under the request header that carried it.
+func TestRawPublishErrorsNameHeader(t *testing.T) {
+	s, _ := newTestServer(&fakeBackend{})
+	long := strings.Repeat("a", 256)
+	for _, header := range []string{"X-Message-Id", "X-Correlation-Id"} {
+		r := serve(s, "POST", "/v1/exchanges/amq.default/publish?routing_key=q", guestAuth(), []byte("x"), map[string]string{header: long})
+		if r.StatusCode() != 422 {
+			t.Errorf("%s: status %d, want 422", header, r.StatusCode())
+		}
+		if !strings.Contains(string(r.Body()), `\"`+header+`\"`) {
+			t.Errorf("%s: detail does not name the header: %s", header, r.Body())
+		}
+	}
+}
