@@ -85,7 +85,7 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	fs.BoolVar(&cfg.directIDs, "direct-ids", false, "direct publishers set a new message id, correlation id and timestamp on every message, as the router does when the client gives none (the broker's cost of these properties then falls on both sides)")
 	fs.BoolVar(&cfg.directOnly, "direct-only", false, "measure only the direct amqp091-go side, without a router; the router figures are reported as zero or null")
 	fs.StringVar(&cfg.routerURL, "router-url", "", "base URL of a running router, for example http://127.0.0.1:8000 (default: build ./cmd/rmqrouter and start it on a free loopback port)")
-	fs.StringVar(&cfg.routerBin, "router-bin", "", "router binary to start instead of building ./cmd/rmqrouter (ignored with -router-url)")
+	fs.StringVar(&cfg.routerBin, "router-bin", "", "router binary to start instead of building ./cmd/rmqrouter; not with -router-url or -direct-only")
 	fs.Func("router-flag", "extra command-line flag for the started router, for example -router-flag=--log-format=text (repeatable)", func(v string) error {
 		cfg.routerFlags = append(cfg.routerFlags, v)
 		return nil
@@ -119,6 +119,16 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	}
 	if setFlags["concurrency"] && cfg.sweep {
 		return config{}, errors.New("-concurrency has no effect with -sweep, which runs every level of -sweep-levels: drop one of them")
+	}
+	for _, name := range []string{"router-url", "router-bin", "router-flag"} {
+		if setFlags[name] && cfg.directOnly {
+			return config{}, fmt.Errorf("-%s has no effect with -direct-only, which starts no router: drop one of them", name)
+		}
+	}
+	for _, name := range []string{"router-bin", "router-flag"} {
+		if setFlags[name] && cfg.routerURL != "" {
+			return config{}, fmt.Errorf("-%s has no effect with -router-url, which measures a router that is already running: drop one of them", name)
+		}
 	}
 
 	var err error
