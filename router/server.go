@@ -223,15 +223,18 @@ func (r *request) prefersRussian() bool {
 func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 	req := &request{ctx: ctx, id: requestID(ctx)}
 	ctx.Response.Header.Set("X-Request-ID", req.id)
+	// A body that is too large comes after headers that parsed, so the method is
+	// known. Otherwise ctx.Method() may be fasthttp's default GET, not the
+	// client's method, so it is counted as "other".
+	var method []byte
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		method = ctx.Method()
 		s.writeError(req, errPayloadTooLarge(s.cfg.MaxBodyBytes))
 	} else {
 		s.writeError(req, newAPIError(400, "invalid_request",
 			"The HTTP request could not be parsed.", "HTTP-запрос не удалось разобрать."))
 	}
-	// The method of a request that failed to parse is not known: ctx.Method()
-	// then returns fasthttp's default GET.
-	s.httpm.count("other", nil, ctx.Response.StatusCode())
+	s.httpm.count("other", method, ctx.Response.StatusCode())
 }
 
 // authenticate returns the request's credentials or writes a 401.
