@@ -383,8 +383,8 @@ func TestCyrillicNamesAndDottedRoutingKey(t *testing.T) {
 }
 
 // TestUnroutableAmongConcurrentPublishes sends 100 routable publishings and
-// one unroutable one at once: returns must be matched by publish id, not by
-// arrival order, so exactly one request gets 422.
+// one unroutable one at once: returns must be matched by exchange, routing key
+// and message id, not by arrival order, so exactly one request gets 422.
 func TestUnroutableAmongConcurrentPublishes(t *testing.T) {
 	b := testenv.NewBroker(t)
 	s := testenv.NewStack(t, testenv.Options{})

@@ -29,14 +29,14 @@ type Publish struct {
 	returned  *Error
 	abandoned bool // replied to by Abandon; a late confirm is ignored
 
-	// How a return finds this publishing while it waits for its confirm:
-	// by returnKey when keyed, else by publishID when that is set.
+	// The lookup a return uses for this publishing while it waits for its
+	// confirm: returnKey when keyed, else publishID when that is set.
 	keyed     bool
 	publishID string
 }
 
-// returnKey is what a basic.return says about the publishing it returns, apart
-// from its headers and body.
+// returnKey holds the fields of a basic.return that identify the publishing it
+// returns, apart from its headers and body.
 type returnKey struct {
 	exchange, routingKey, messageID string
 }
@@ -81,13 +81,15 @@ type ChannelOptions struct {
 	// ReturnBuffer is the buffer of the return listener. It is small because
 	// returns come only for unroutable mandatory publishings and an
 	// amqp.Return takes a few hundred bytes. When it is full, amqp091-go's
-	// reader waits for the monitor, which drains it continuously.
+	// reader waits for the monitor, which drains it continuously. amqp091-go
+	// v1.17.0 drops a notification that waits 5 s, so the monitor must not
+	// stall: Done callbacks must not block.
 	ReturnBuffer int
 }
 
 // OpenConfirmChannel opens a channel on conn, puts it in confirm mode and
-// starts its writer and monitor goroutines. id names the channel in publish
-// ids and must be unique within the process. onClose is called once, after
+// starts its writer and monitor goroutines. id identifies the channel to its
+// owner (see ID) and must be unique within the process. onClose is called once, after
 // every pending Publish was answered, with the reason the channel closed (nil
 // when Close was called). It blocks for the channel.open and confirm.select
 // round trips.
@@ -294,9 +296,10 @@ func (c *ConfirmChannel) send(p *Publish) {
 	if m.Mandatory {
 		c.trackReturn(p, tag)
 	}
+	publishID := p.publishID
 	c.mu.Unlock()
 
-	err := c.ch.PublishWithContext(context.Background(), m.Exchange, m.RoutingKey, m.Mandatory, false, m.publishing())
+	err := c.ch.PublishWithContext(context.Background(), m.Exchange, m.RoutingKey, m.Mandatory, false, m.publishing(publishID))
 	if err == nil {
 		return
 	}
@@ -314,9 +317,9 @@ func (c *ConfirmChannel) send(p *Publish) {
 }
 
 // trackReturn records how a return will find p, which gets delivery tag tag.
-// The first waiting publishing with a returnKey is found by that key; one
-// that shares it with another waiting publishing gets a publish id header.
-// c.mu must be held.
+// The first waiting publishing with a returnKey is found by that key. One that
+// shares the key with another waiting publishing gets a publish id header, as
+// does one that got a publish id on an earlier attempt. c.mu must be held.
 func (c *ConfirmChannel) trackReturn(p *Publish, tag uint64) {
 	m := p.Msg
 	if m.PublishID == "" {

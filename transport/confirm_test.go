@@ -66,9 +66,9 @@ func TestReturnsMatchedWithoutHeader(t *testing.T) {
 	}
 	defer ch.Close(5 * time.Second)
 
-	// Odd publishings are unroutable. The first 60 have a message id each;
-	// the next 60 share one, starting with an unroutable one, so the keyed
-	// publishing of that id is returned as well as some with a header.
+	// Odd publishings are unroutable. The first 60 have a message id each. The
+	// next 60 share one and start with an unroutable one, so both the keyed
+	// publishing of that id and some with a header are returned.
 	const n = 120
 	results := make([]chan error, n)
 	batch := make([]*Publish, n)
@@ -136,5 +136,39 @@ func TestReturnsMatchedWithoutHeader(t *testing.T) {
 		if _, has := d.Headers[PublishIDHeader]; has == (d.MessageId != "shared") {
 			t.Fatalf("message %s: publish id header present = %v", d.MessageId, has)
 		}
+	}
+}
+
+// TestCallerPublishIDHeaderIgnored publishes an unroutable message whose own
+// headers carry PublishIDHeader. The channel drops that header, so the return
+// is still matched by key and the publishing gets ErrUnroutable, not an ack.
+func TestCallerPublishIDHeaderIgnored(t *testing.T) {
+	broker := testenv.NewBroker(t)
+	exchange := broker.Exchange(testenv.Name("returns-caller-header"), "direct")
+	conn, _ := dialRecorded(t)
+	ch, err := OpenConfirmChannel(conn, 1, ChannelOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close(5 * time.Second)
+
+	done := make(chan error, 1)
+	ok := ch.Enqueue(&Publish{
+		Msg: &Message{
+			Exchange: exchange, RoutingKey: "nowhere", Mandatory: true, MessageID: "m",
+			Headers: map[string]any{PublishIDHeader: "from-caller"}, Body: []byte("x"),
+		},
+		Done: func(err error) { done <- err },
+	})
+	if !ok {
+		t.Fatal("the channel rejected the publishing")
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrUnroutable) {
+			t.Fatalf("result %v, want unroutable", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no result")
 	}
 }

@@ -23,7 +23,8 @@
 // channel registered with amqp091-go (NotifyPublish, NotifyReturn,
 // NotifyClose, NotifyCancel, NotifyBlocked) is buffered and drained until
 // amqp091-go closes it, because amqp091-go blocks its frame reader while a
-// listener is full.
+// listener is full. In v1.17.0 it gives up after 5 s and drops the
+// notification.
 //
 // Errors: every error returned or passed to a callback wraps one of the Err
 // sentinels of errors.go, so callers map them with errors.Is.

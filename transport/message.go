@@ -40,7 +40,8 @@ type Message struct {
 	RoutingKey string
 	Mandatory  bool
 	// PublishID is set when a channel needs it to match a return (see
-	// PublishIDHeader); a later attempt to publish the message keeps it.
+	// PublishIDHeader). A later attempt to publish the message keeps it and is
+	// matched by it, even on a channel where its key is free.
 	PublishID string
 
 	ContentType   string
@@ -55,14 +56,23 @@ type Message struct {
 	Body          []byte
 }
 
-func (m *Message) publishing() amqp.Publishing {
+// publishing returns the AMQP publishing of m with publishID in PublishIDHeader,
+// or without that header when publishID is empty. The id is passed in rather
+// than read from m.PublishID, because a resend on another channel may set that
+// field while this channel's writer still encodes m.
+func (m *Message) publishing(publishID string) amqp.Publishing {
 	headers := amqp.Table(m.Headers)
-	if m.PublishID != "" {
+	_, reserved := m.Headers[PublishIDHeader]
+	if publishID != "" || reserved {
 		headers = make(amqp.Table, len(m.Headers)+1)
 		for k, v := range m.Headers {
-			headers[k] = v
+			if k != PublishIDHeader {
+				headers[k] = v
+			}
 		}
-		headers[PublishIDHeader] = m.PublishID
+		if publishID != "" {
+			headers[PublishIDHeader] = publishID
+		}
 	}
 	return amqp.Publishing{
 		Headers:       headers,
