@@ -116,8 +116,8 @@ func (s *Server) messageFromJSON(req *request, b *publishBody) (*transport.Messa
 			if err := security.ValidateHeaderName(k); err != nil {
 				return nil, "", nameError(err)
 			}
-			if strings.EqualFold(k, transport.PublishIDHeader) {
-				return nil, "", errValidation("headers", "the header "+k+" is reserved", "заголовок "+k+" зарезервирован")
+			if isReservedHeader(k) {
+				continue
 			}
 			msg.Headers[k] = v
 		}
@@ -151,6 +151,14 @@ var (
 	jsonIDFields   = idFields{messageID: "message_id", correlationID: "correlation_id"}
 	headerIDFields = idFields{messageID: "X-Message-Id", correlationID: "X-Correlation-Id"}
 )
+
+// isReservedHeader reports whether name is the router's publish id header in
+// any letter case. A client's value is dropped rather than rejected: a
+// consumer that republishes a fetched message with all its headers may carry
+// one, because the router adds it to some messages.
+func isReservedHeader(name string) bool {
+	return strings.EqualFold(name, transport.PublishIDHeader)
+}
 
 func setIDs(msg *transport.Message, messageID, correlationID *string, requestID string, fields idFields) *apiError {
 	if messageID != nil && *messageID != "" {
@@ -311,14 +319,12 @@ func messageFromHeaders(req *request) (*transport.Message, *apiError) {
 			hname := name[len("X-Header-"):]
 			if err := security.ValidateHeaderName(hname); err != nil {
 				e = nameError(err)
+			} else if !isReservedHeader(hname) {
+				if msg.Headers == nil {
+					msg.Headers = make(map[string]any)
+				}
+				msg.Headers[hname] = value
 			}
-			if strings.EqualFold(hname, transport.PublishIDHeader) {
-				e = errValidation("X-Header-"+hname, "this header is reserved", "этот заголовок зарезервирован")
-			}
-			if msg.Headers == nil {
-				msg.Headers = make(map[string]any)
-			}
-			msg.Headers[hname] = value
 		}
 		if e != nil {
 			return nil, e
