@@ -515,7 +515,7 @@ func TestReservedHeaderDropped(t *testing.T) {
 	}
 }
 
-// TestAllowHeaderNamesHead checks the Allow header of 405 answers: GET routes
+// TestAllowHeaderNamesHead checks the Allow header of 405 responses: GET routes
 // allow HEAD too, except the session messages route.
 func TestAllowHeaderNamesHead(t *testing.T) {
 	s, _ := newTestServer(&fakeBackend{})
