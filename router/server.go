@@ -112,19 +112,29 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.http.ShutdownWit
 type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Warn("http server", "task", "http", "message", redactHeaders(strings.TrimSpace(fmt.Sprintf(format, args...))))
+	l.log.Warn("http server", "task", "http", "message", redactQuoted(strings.TrimSpace(fmt.Sprintf(format, args...))))
 }
 
-// credentialHeader matches a credential-bearing header and its value in a
-// message of fasthttp, which quotes up to 200 bytes of an unparsable request
-// with Go escapes. The value ends at an escaped or raw line break, or at the
-// closing quote.
-var credentialHeader = regexp.MustCompile(`(?i)((?:proxy-)?authorization|cookie)(\s*:\s*)((?:[^\\"\r\n]|\\[^rn])*)`)
+// quotedText matches a Go-quoted string. fasthttp quotes every piece of a
+// request that it puts in an error (header values, the request line, up to
+// 400 bytes of the headers), and such a piece may hold a password.
+var quotedText = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
-// redactHeaders replaces the values of credential headers in msg, so that a
-// request fasthttp could not parse does not put a password in the log.
-func redactHeaders(msg string) string {
-	return credentialHeader.ReplaceAllString(msg, "${1}${2}[redacted]")
+// quotedAddress matches a quoted IP address and port, which fasthttp's errors
+// use to name the two ends of a connection.
+var quotedAddress = regexp.MustCompile(`^"\[?[0-9A-Fa-f.:]+\]?:[0-9]+"$`)
+
+// redactQuoted replaces every quoted piece of msg but connection addresses, so
+// that a request fasthttp could not parse puts no credential in the log.
+// Matching header names would not do: fasthttp may cut a request in the middle
+// of a header, or quote a value without its name.
+func redactQuoted(msg string) string {
+	return quotedText.ReplaceAllStringFunc(msg, func(quoted string) string {
+		if quotedAddress.MatchString(quoted) {
+			return quoted
+		}
+		return `"[not logged]"`
+	})
 }
 
 // Handle serves one request. It is the fasthttp handler, exported for tests.
@@ -223,12 +233,15 @@ func (r *request) prefersRussian() bool {
 func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 	req := &request{ctx: ctx, id: requestID(ctx)}
 	ctx.Response.Header.Set("X-Request-ID", req.id)
-	// A body that is too large comes after headers that parsed, so the method is
-	// known. Otherwise ctx.Method() may be fasthttp's default GET, not the
-	// client's method, so it is counted as "other".
+	// A body larger than its Content-Length allows comes after headers that
+	// parsed, so the method is known. Otherwise (bad headers, a chunked body
+	// too large) fasthttp has reset the header and ctx.Method() is its default
+	// GET, not the client's method, so it is counted as "other".
 	var method []byte
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-		method = ctx.Method()
+		if ctx.Request.Header.ContentLength() > 0 {
+			method = ctx.Method()
+		}
 		s.writeError(req, errPayloadTooLarge(s.cfg.MaxBodyBytes))
 	} else {
 		s.writeError(req, newAPIError(400, "invalid_request",

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -400,9 +401,10 @@ func TestHTTPMetricMethodsBounded(t *testing.T) {
 	}
 }
 
-// TestUnparsableRequestLogsNoCredentials sends a request that fasthttp cannot
-// parse. fasthttp logs a quoted copy of its headers, and the router must not
-// let the Authorization value through to its log.
+// TestUnparsableRequestLogsNoCredentials sends requests that fasthttp cannot
+// parse. fasthttp's error quotes parts of each request, cut at any byte or as
+// a single header value, and the router must let none of the credential reach
+// its log.
 func TestUnparsableRequestLogsNoCredentials(t *testing.T) {
 	s, logs := newTestServer(&fakeBackend{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -418,57 +420,75 @@ func TestUnparsableRequestLogsNoCredentials(t *testing.T) {
 		<-served
 	}()
 
-	secret := base64.StdEncoding.EncodeToString([]byte("guest:do-not-log-me"))
-	conn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	password := "do-not-log-me"
+	secret := base64.StdEncoding.EncodeToString([]byte("guest:" + password))
+	head := "POST /v1/publish HTTP/1.1\r\nHost: router\r\n"
+	requests := map[string]string{
+		"bad content length": head + "Authorization: Basic " + secret + "\r\nCookie: session=" + password + "\r\nContent-Length: abc\r\n\r\n",
+		// fasthttp quotes the first and last 200 bytes of a long request: the
+		// padding puts the cut inside the Authorization value.
+		"cut in the credential": head + "X-Pad: " + strings.Repeat("p", 180) + "\r\nAuthorization: Basic " + secret + strings.Repeat("A", 40) +
+			"\r\nX-Tail: " + strings.Repeat("t", 150) + "\r\nContent-Length: abc\r\n\r\n",
+		"control character in the value": head + "Authorization: Basic " + secret + "\x01\r\n\r\n",
+		"missing colon":                  head + "Authorization Basic " + secret + "\r\n\r\n",
 	}
-	defer conn.Close()
-	request := "POST /v1/publish HTTP/1.1\r\nHost: router\r\nAuthorization: Basic " + secret +
-		"\r\nCookie: session=do-not-log-me\r\nContent-Length: abc\r\n\r\n"
-	if _, err := conn.Write([]byte(request)); err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	status, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(status, " 400 ") {
-		t.Fatalf("status line %q, want 400", status)
+	for name, request := range requests {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write([]byte(request)); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		status, err := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !strings.Contains(status, " 400 ") {
+			t.Errorf("%s: status line %q, want 400", name, status)
+		}
 	}
 
 	var logged string
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if logged = logs.String(); strings.Contains(logged, "http server") {
+		if logged = logs.String(); strings.Count(logged, "http server") >= len(requests) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !strings.Contains(logged, "[redacted]") {
-		t.Fatalf("no redacted http server record in the log:\n%s", logged)
+	if n := strings.Count(logged, "http server"); n < len(requests) {
+		t.Fatalf("%d http server records for %d requests:\n%s", n, len(requests), logged)
 	}
-	for _, leak := range []string{secret, "do-not-log-me"} {
-		if strings.Contains(logged, leak) {
-			t.Errorf("the log contains %q:\n%s", leak, logged)
+	// Any 12 characters of the base64 text would give part of the password away.
+	for i := 0; i+12 <= len(secret); i++ {
+		if strings.Contains(logged, secret[i:i+12]) {
+			t.Fatalf("the log contains %q of the credential:\n%s", secret[i:i+12], logged)
 		}
 	}
-	if n := testutil.ToFloat64(s.metrics.HTTPRequests.WithLabelValues("other", "other", "400")); n != 1 {
-		t.Errorf("unparsable requests counted with method other = %v, want 1", n)
+	if strings.Contains(logged, password) {
+		t.Errorf("the log contains the password:\n%s", logged)
+	}
+	if !strings.Contains(logged, "[not logged]") {
+		t.Errorf("no record marks the request text as not logged:\n%s", logged)
+	}
+	if n := testutil.ToFloat64(s.metrics.HTTPRequests.WithLabelValues("other", "other", "400")); n != float64(len(requests)) {
+		t.Errorf("unparsable requests counted with method other = %v, want %d", n, len(requests))
 	}
 }
 
-func TestRedactHeaders(t *testing.T) {
+func TestRedactQuoted(t *testing.T) {
 	cases := map[string]string{
-		`contents: "POST / HTTP/1.1\r\nAuthorization: Basic Zm9vOmJhcg==\r\nHost: a\r\n"`: `contents: "POST / HTTP/1.1\r\nAuthorization: [redacted]\r\nHost: a\r\n"`,
-		`contents: "GET / HTTP/1.1\r\nproxy-authorization:Bearer x\"y"...""`:              `contents: "GET / HTTP/1.1\r\nproxy-authorization:[redacted]"...""`,
-		"raw COOKIE: a=b\r\nnext":       "raw COOKIE: [redacted]\r\nnext",
-		`no credentials: "Host: a\r\n"`: `no credentials: "Host: a\r\n"`,
+		`error when serving connection "127.0.0.1:8000"<->"[::1]:5123": contents: "POST / HTTP/1.1\r\nAuthorization: Basic Zm9v"..."YmFy\r\n"`: `error when serving connection "127.0.0.1:8000"<->"[::1]:5123": contents: "[not logged]"..."[not logged]"`,
+		`invalid header value "Basic Zm9vOmJhcg==\x01"`: `invalid header value "[not logged]"`,
+		`quote inside "a \"b\" c" and more`:             `quote inside "[not logged]" and more`,
+		`no quotes: 42 connections`:                     `no quotes: 42 connections`,
 	}
 	for in, want := range cases {
-		if got := redactHeaders(in); got != want {
-			t.Errorf("redactHeaders(%q) = %q, want %q", in, got, want)
+		if got := redactQuoted(in); got != want {
+			t.Errorf("redactQuoted(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -553,5 +573,59 @@ func TestRawPublishErrorsNameHeader(t *testing.T) {
 		if !strings.Contains(string(r.Body()), `\"`+header+`\"`) {
 			t.Errorf("%s: detail does not name the header: %s", header, r.Body())
 		}
+	}
+}
+
+// TestTooLargeBodyMethodLabel checks the method label of 413 responses: a body
+// longer than its Content-Length limit keeps the parsed method, while a chunked
+// one, after which fasthttp has reset the header, is counted as other.
+func TestTooLargeBodyMethodLabel(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := New(Config{PublishTimeout: time.Second, MaxBodyBytes: 1024}, &fakeBackend{}, security.NewStore(10), metrics.New(), log, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	defer func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		<-served
+	}()
+
+	body := strings.Repeat("x", 2048)
+	requests := []string{
+		"PUT /v1/publish HTTP/1.1\r\nHost: router\r\nContent-Length: 2048\r\n\r\n" + body,
+		"POST /v1/publish HTTP/1.1\r\nHost: router\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" + body + "\r\n0\r\n\r\n",
+	}
+	for _, request := range requests {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write([]byte(request)); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		status, err := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(status, " 413 ") {
+			t.Errorf("status line %q, want 413", status)
+		}
+	}
+
+	if n := testutil.ToFloat64(s.metrics.HTTPRequests.WithLabelValues("other", "PUT", "413")); n != 1 {
+		t.Errorf("413 with Content-Length counted %v times with method PUT, want 1", n)
+	}
+	if n := testutil.ToFloat64(s.metrics.HTTPRequests.WithLabelValues("other", "other", "413")); n != 1 {
+		t.Errorf("chunked 413 counted %v times with method other, want 1", n)
+	}
+	if n := testutil.ToFloat64(s.metrics.HTTPRequests.WithLabelValues("other", "GET", "413")); n != 0 {
+		t.Errorf("413 counted %v times with method GET, want 0", n)
 	}
 }
