@@ -23,16 +23,16 @@ const defaultExchangeAlias = "amq.default"
 // publishBody is the JSON body of POST /v1/publish. Pointers tell a missing
 // field from a zero value.
 type publishBody struct {
-	Exchange      *string           `json:"exchange"`
-	RoutingKey    *string           `json:"routing_key"`
-	Payload       json.RawMessage   `json:"payload"`
-	Mandatory     *bool             `json:"mandatory"`
-	Persistence   *int64            `json:"persistence"`
-	CorrelationID *string           `json:"correlation_id"`
-	MessageID     *string           `json:"message_id"`
-	Headers       map[string]string `json:"headers"`
-	Priority      *int64            `json:"priority"`
-	Vhost         *string           `json:"vhost"`
+	Exchange      *string            `json:"exchange"`
+	RoutingKey    *string            `json:"routing_key"`
+	Payload       json.RawMessage    `json:"payload"`
+	Mandatory     *bool              `json:"mandatory"`
+	Persistence   *int64             `json:"persistence"`
+	CorrelationID *string            `json:"correlation_id"`
+	MessageID     *string            `json:"message_id"`
+	Headers       map[string]*string `json:"headers"` // nil: a JSON null, rejected
+	Priority      *int64             `json:"priority"`
+	Vhost         *string            `json:"vhost"`
 }
 
 type acceptedBody struct {
@@ -116,10 +116,13 @@ func (s *Server) messageFromJSON(req *request, b *publishBody) (*transport.Messa
 			if err := security.ValidateHeaderName(k); err != nil {
 				return nil, "", nameError(err)
 			}
+			if v == nil {
+				return nil, "", errValidation("headers."+k, "must be a string, not null", "должно быть строкой, а не null")
+			}
 			if isReservedHeader(k) {
 				continue
 			}
-			msg.Headers[k] = v
+			msg.Headers[k] = *v
 		}
 	}
 
@@ -315,7 +318,7 @@ func messageFromHeaders(req *request) (*transport.Message, *apiError) {
 			if b {
 				msg.DeliveryMode = 2
 			}
-		case len(name) > len("X-Header-") && strings.EqualFold(name[:len("X-Header-")], "X-Header-"):
+		case len(name) >= len("X-Header-") && strings.EqualFold(name[:len("X-Header-")], "X-Header-"):
 			hname := name[len("X-Header-"):]
 			if err := security.ValidateHeaderName(hname); err != nil {
 				e = nameError(err)

@@ -629,3 +629,31 @@ func TestTooLargeBodyMethodLabel(t *testing.T) {
 		t.Errorf("413 counted %v times with method GET, want 0", n)
 	}
 }
+
+// TestHeaderValueNullAndEmptyName checks two header inputs that used to pass
+// unnoticed: a JSON null value, which is not a string, and an X-Header- request
+// header without a name.
+func TestHeaderValueNullAndEmptyName(t *testing.T) {
+	b := &fakeBackend{}
+	s, _ := newTestServer(b)
+
+	r := serve(s, "POST", "/v1/publish", guestAuth(), []byte(`{"exchange":"","routing_key":"q","payload":"x","headers":{"a":null}}`), nil)
+	if r.StatusCode() != 422 {
+		t.Errorf("null header value: status %d, want 422: %s", r.StatusCode(), r.Body())
+	}
+	if !strings.Contains(string(r.Body()), `headers.a`) {
+		t.Errorf("null header value: detail does not name headers.a: %s", r.Body())
+	}
+
+	r = serve(s, "POST", "/v1/exchanges/amq.default/publish?routing_key=q", guestAuth(), []byte("x"), map[string]string{"X-Header-": "v"})
+	if r.StatusCode() != 400 {
+		t.Errorf("empty header name: status %d, want 400: %s", r.StatusCode(), r.Body())
+	}
+	if !strings.Contains(string(r.Body()), "invalid_name") {
+		t.Errorf("empty header name: body %s, want invalid_name", r.Body())
+	}
+
+	if len(b.published) != 0 {
+		t.Errorf("%d messages were published", len(b.published))
+	}
+}
