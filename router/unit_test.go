@@ -407,18 +407,7 @@ func TestHTTPMetricMethodsBounded(t *testing.T) {
 // its log.
 func TestUnparsableRequestLogsNoCredentials(t *testing.T) {
 	s, logs := newTestServer(&fakeBackend{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	defer func() {
-		if err := s.Shutdown(context.Background()); err != nil {
-			t.Error(err)
-		}
-		<-served
-	}()
+	addr := serveLoopback(t, s)
 
 	password := "do-not-log-me"
 	secret := base64.StdEncoding.EncodeToString([]byte("guest:" + password))
@@ -433,20 +422,7 @@ func TestUnparsableRequestLogsNoCredentials(t *testing.T) {
 		"missing colon":                  head + "Authorization Basic " + secret + "\r\n\r\n",
 	}
 	for name, request := range requests {
-		conn, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := conn.Write([]byte(request)); err != nil {
-			t.Fatal(err)
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		status, err := bufio.NewReader(conn).ReadString('\n')
-		conn.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if !strings.Contains(status, " 400 ") {
+		if status := sendRaw(t, addr, request); !strings.Contains(status, " 400 ") {
 			t.Errorf("%s: status line %q, want 400", name, status)
 		}
 	}
@@ -582,18 +558,7 @@ func TestRawPublishErrorsNameHeader(t *testing.T) {
 func TestTooLargeBodyMethodLabel(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	s := New(Config{PublishTimeout: time.Second, MaxBodyBytes: 1024}, &fakeBackend{}, security.NewStore(10), metrics.New(), log, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	defer func() {
-		if err := s.Shutdown(context.Background()); err != nil {
-			t.Error(err)
-		}
-		<-served
-	}()
+	addr := serveLoopback(t, s)
 
 	body := strings.Repeat("x", 2048)
 	requests := []string{
@@ -601,20 +566,7 @@ func TestTooLargeBodyMethodLabel(t *testing.T) {
 		"POST /v1/publish HTTP/1.1\r\nHost: router\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" + body + "\r\n0\r\n\r\n",
 	}
 	for _, request := range requests {
-		conn, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := conn.Write([]byte(request)); err != nil {
-			t.Fatal(err)
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		status, err := bufio.NewReader(conn).ReadString('\n')
-		conn.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(status, " 413 ") {
+		if status := sendRaw(t, addr, request); !strings.Contains(status, " 413 ") {
 			t.Errorf("status line %q, want 413", status)
 		}
 	}
@@ -656,4 +608,43 @@ func TestHeaderValueNullAndEmptyName(t *testing.T) {
 	if len(b.published) != 0 {
 		t.Errorf("%d messages were published", len(b.published))
 	}
+}
+
+// serveLoopback runs s on a loopback port until the test ends and returns its
+// address.
+func serveLoopback(t *testing.T, s *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		<-served
+	})
+	return ln.Addr().String()
+}
+
+// sendRaw writes request as is to addr on a new connection and returns the
+// status line of the response.
+func sendRaw(t *testing.T, addr, request string) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(request)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status
 }
