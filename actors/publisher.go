@@ -219,7 +219,7 @@ var publishOutcomes = []string{"accepted", "unroutable", "exchange_not_found", "
 // publishSeries holds the metric series that every publish result is recorded
 // on. They are resolved once, because a label lookup hashes and checks each value.
 type publishSeries struct {
-	m         *metrics.Metrics
+	vecs      *metrics.Metrics
 	published prometheus.Counter
 	returned  prometheus.Counter
 	duration  map[string]prometheus.Observer // by outcome
@@ -227,7 +227,7 @@ type publishSeries struct {
 
 func newPublishSeries(m *metrics.Metrics) publishSeries {
 	ps := publishSeries{
-		m:         m,
+		vecs:      m,
 		published: m.Messages.WithLabelValues("published"),
 		returned:  m.Messages.WithLabelValues("returned"),
 		duration:  make(map[string]prometheus.Observer, len(publishOutcomes)),
@@ -243,7 +243,7 @@ func newPublishSeries(m *metrics.Metrics) publishSeries {
 func (ps *publishSeries) observe(outcome string, elapsed time.Duration) {
 	observer, ok := ps.duration[outcome]
 	if !ok {
-		observer = ps.m.PublishDuration.WithLabelValues(outcome)
+		observer = ps.vecs.PublishDuration.WithLabelValues(outcome)
 	}
 	observer.Observe(elapsed.Seconds())
 }

@@ -20,7 +20,7 @@ type httpSeries struct {
 // httpMetrics records HTTP requests. It keeps the series it has resolved, because
 // the label lookup of client_golang hashes and checks every value on every request.
 type httpMetrics struct {
-	m         *metrics.Metrics
+	vecs      *metrics.Metrics
 	requests  sync.Map // httpSeries → prometheus.Counter
 	durations sync.Map // route → prometheus.Observer
 }
@@ -30,7 +30,7 @@ func (h *httpMetrics) observe(route string, method []byte, status int, elapsed t
 	h.count(route, method, status)
 	observer, ok := h.durations.Load(route)
 	if !ok {
-		observer, _ = h.durations.LoadOrStore(route, h.m.HTTPDuration.WithLabelValues(route))
+		observer, _ = h.durations.LoadOrStore(route, h.vecs.HTTPDuration.WithLabelValues(route))
 	}
 	observer.(prometheus.Observer).Observe(elapsed.Seconds())
 }
@@ -40,7 +40,7 @@ func (h *httpMetrics) count(route string, method []byte, status int) {
 	key := httpSeries{route: route, method: methodLabel(method), status: status}
 	counter, ok := h.requests.Load(key)
 	if !ok {
-		counter, _ = h.requests.LoadOrStore(key, h.m.HTTPRequests.WithLabelValues(key.route, key.method, strconv.Itoa(status)))
+		counter, _ = h.requests.LoadOrStore(key, h.vecs.HTTPRequests.WithLabelValues(key.route, key.method, strconv.Itoa(status)))
 	}
 	counter.(prometheus.Counter).Inc()
 }

@@ -53,16 +53,16 @@ type Config struct {
 
 // Server is the HTTP front end. Create it with New and run it with Serve.
 type Server struct {
-	cfg      Config
-	backend  Backend
-	creds    *security.Store
-	metrics  *metrics.Metrics
-	log      *slog.Logger
-	ready    ReadinessCheck
-	started  time.Time
-	http     *fasthttp.Server
-	promHTTP fasthttp.RequestHandler
-	httpm    httpMetrics
+	cfg            Config
+	backend        Backend
+	creds          *security.Store
+	metrics        *metrics.Metrics
+	log            *slog.Logger
+	ready          ReadinessCheck
+	started        time.Time
+	http           *fasthttp.Server
+	promHTTP       fasthttp.RequestHandler
+	requestMetrics httpMetrics
 }
 
 // New returns a Server. ready may be nil, which means always ready.
@@ -77,15 +77,15 @@ func New(cfg Config, backend Backend, creds *security.Store, m *metrics.Metrics,
 		ready = func() error { return nil }
 	}
 	s := &Server{
-		cfg:      cfg,
-		backend:  backend,
-		creds:    creds,
-		metrics:  m,
-		httpm:    httpMetrics{m: m},
-		log:      log,
-		ready:    ready,
-		started:  time.Now(),
-		promHTTP: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})),
+		cfg:            cfg,
+		backend:        backend,
+		creds:          creds,
+		metrics:        m,
+		requestMetrics: httpMetrics{vecs: m},
+		log:            log,
+		ready:          ready,
+		started:        time.Now(),
+		promHTTP:       fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})),
 	}
 	s.http = &fasthttp.Server{
 		Handler:                       s.Handle,
@@ -149,7 +149,7 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 			s.log.Error("handler panicked", "request_id", req.id, "route", route, "panic", fmt.Sprintf("%v", p), "stack", string(debug.Stack()))
 			s.writeError(req, errInternal)
 		}
-		s.httpm.observe(route, ctx.Method(), ctx.Response.StatusCode(), time.Since(start))
+		s.requestMetrics.observe(route, ctx.Method(), ctx.Response.StatusCode(), time.Since(start))
 	}()
 
 	path := string(ctx.URI().PathOriginal())
@@ -172,17 +172,17 @@ func (s *Server) dispatch(req *request, method, path string) string {
 	case "/v1/sessions":
 		return s.only(req, method, "POST", "/v1/sessions", s.handleCreateSession)
 	case "/health", "/health/live":
-		return s.only(req, method, "GET", path, s.handleLive)
+		return s.only(req, method, "GET, HEAD", path, s.handleLive)
 	case "/ready", "/health/ready":
-		return s.only(req, method, "GET", path, s.handleReady)
+		return s.only(req, method, "GET, HEAD", path, s.handleReady)
 	case "/health/startup":
-		return s.only(req, method, "GET", path, s.handleStartup)
+		return s.only(req, method, "GET, HEAD", path, s.handleStartup)
 	case "/metrics":
-		return s.only(req, method, "GET", path, func(r *request) { s.promHTTP(r.ctx) })
+		return s.only(req, method, "GET, HEAD", path, func(r *request) { s.promHTTP(r.ctx) })
 	case "/openapi.yaml":
-		return s.only(req, method, "GET", path, s.handleOpenAPI)
+		return s.only(req, method, "GET, HEAD", path, s.handleOpenAPI)
 	case "/v1/admin/supervision":
-		return s.only(req, method, "GET", path, s.handleSupervision)
+		return s.only(req, method, "GET, HEAD", path, s.handleSupervision)
 	}
 
 	switch {
@@ -199,21 +199,19 @@ func (s *Server) dispatch(req *request, method, path string) string {
 	return "other"
 }
 
-// sessionMessagesRoute is the one GET route that rejects HEAD with 405: a HEAD
-// would hand out messages whose body the client never sees.
-const sessionMessagesRoute = "/v1/sessions/{id}/messages"
-
-func (s *Server) only(req *request, method, want, route string, h func(*request)) string {
-	if method != want && !(want == "GET" && method == "HEAD") {
-		allow := want
-		if want == "GET" && route != sessionMessagesRoute {
-			allow = "GET, HEAD"
+// only runs h when method is one of allow, a list such as "GET, HEAD" that
+// is also sent as the Allow header of the 405 otherwise. It returns route.
+func (s *Server) only(req *request, method, allow, route string, h func(*request)) string {
+	for list := allow; list != ""; {
+		var allowed string
+		allowed, list, _ = strings.Cut(list, ", ")
+		if method == allowed {
+			h(req)
+			return route
 		}
-		req.ctx.Response.Header.Set("Allow", allow)
-		s.writeError(req, errMethodNotAllowed)
-		return route
 	}
-	h(req)
+	req.ctx.Response.Header.Set("Allow", allow)
+	s.writeError(req, errMethodNotAllowed)
 	return route
 }
 
@@ -247,7 +245,7 @@ func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 		s.writeError(req, newAPIError(400, "invalid_request",
 			"The HTTP request could not be parsed.", "HTTP-запрос не удалось разобрать."))
 	}
-	s.httpm.count("other", method, ctx.Response.StatusCode())
+	s.requestMetrics.count("other", method, ctx.Response.StatusCode())
 }
 
 // authenticate returns the request's credentials or writes a 401.

@@ -29,9 +29,9 @@ type Publish struct {
 	returned  *Error
 	abandoned bool // replied to by Abandon; a late confirm is ignored
 
-	// The lookup a return uses for this publishing while it waits for its
-	// confirm: returnKey when keyed, else publishID when that is set.
-	keyed     bool
+	// publishID is the id a return of this publishing carries, set under the
+	// channel's lock. Empty for a mandatory publishing means that a return
+	// finds it by returnKey instead.
 	publishID string
 }
 
@@ -50,7 +50,7 @@ func (m *Message) returnKey() returnKey {
 // goroutine matches each confirm with its publishing by delivery tag, and
 // each return by exchange, routing key and message id, or by the publish id
 // header where those three do not tell two waiting publishings apart. Both
-// goroutines end when the channel closes; every Publish still waiting then
+// goroutines end when the channel closes, and every Publish still waiting then
 // receives exactly one Done call.
 type ConfirmChannel struct {
 	id      uint64
@@ -65,8 +65,8 @@ type ConfirmChannel struct {
 
 	mu      sync.Mutex
 	pending map[uint64]*Publish
-	// Delivery tags of waiting mandatory publishings, for returns: at most
-	// one per returnKey is found by its key, the others by publish id.
+	// Delivery tags of waiting mandatory publishings, for matching returns.
+	// At most one per returnKey is in byKey, and the others are in byID.
 	byKey  map[returnKey]uint64
 	byID   map[string]uint64
 	closed bool
@@ -324,9 +324,8 @@ func (c *ConfirmChannel) trackReturn(p *Publish, tag uint64) {
 	m := p.Msg
 	if m.PublishID == "" {
 		key := m.returnKey()
-		if _, taken := c.byKey[key]; !taken {
+		if _, inUse := c.byKey[key]; !inUse {
 			c.byKey[key] = tag
-			p.keyed = true
 			return
 		}
 		m.PublishID = newPublishID()
@@ -344,13 +343,13 @@ func (c *ConfirmChannel) take(tag uint64) *Publish {
 	}
 	delete(c.pending, tag)
 	switch {
-	case p.keyed:
-		if key := p.Msg.returnKey(); c.byKey[key] == tag {
-			delete(c.byKey, key)
-		}
 	case p.publishID != "":
 		if c.byID[p.publishID] == tag {
 			delete(c.byID, p.publishID)
+		}
+	case p.Msg.Mandatory:
+		if key := p.Msg.returnKey(); c.byKey[key] == tag {
+			delete(c.byKey, key)
 		}
 	}
 	if p.abandoned {
