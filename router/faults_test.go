@@ -116,7 +116,7 @@ func firstAcceptedAfter(results []outcome, t0 time.Time) (time.Time, bool) {
 }
 
 // expectAllAcceptedStored drains queue and checks that every message
-// answered 202 is there; copies of a message must have the same body.
+// with a 202 response is there. Copies of a message must have the same body.
 func expectAllAcceptedStored(t *testing.T, b *testenv.Broker, queue string, results []outcome) {
 	t.Helper()
 	accepted := map[string]bool{}

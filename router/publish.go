@@ -30,7 +30,7 @@ type publishBody struct {
 	Persistence   *int64             `json:"persistence"`
 	CorrelationID *string            `json:"correlation_id"`
 	MessageID     *string            `json:"message_id"`
-	Headers       map[string]*string `json:"headers"` // nil: a JSON null, rejected
+	Headers       map[string]*string `json:"headers"` // a nil value is a JSON null, which is rejected
 	Priority      *int64             `json:"priority"`
 	Vhost         *string            `json:"vhost"`
 }

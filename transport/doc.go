@@ -12,8 +12,8 @@
 //   - Return: basic.return, sent before the confirm when a mandatory
 //     publishing could not be routed to any queue. A return carries no
 //     delivery tag, so a channel matches it by exchange, routing key and
-//     message id. Where two publishings waiting for their confirms share
-//     those three, the second carries the header PublishIDHeader.
+//     message id. Where a mandatory publishing shares those three with one
+//     still waiting for its confirm, it carries the header PublishIDHeader.
 //   - Generation: a counter that a consumer's channel gets when it is opened.
 //     Broker delivery tags are only valid on the channel that produced them;
 //     the generation tells an old tag from a new one.
