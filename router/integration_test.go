@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -80,8 +81,8 @@ func TestPublishJSONObjectArrivesVerbatim(t *testing.T) {
 	if m["correlation_id"] != m["request_id"] {
 		t.Fatalf("correlation_id %v should default to request_id %v", m["correlation_id"], m["request_id"])
 	}
-	if id, _ := m["message_id"].(string); len(id) != 36 {
-		t.Fatalf("message_id %q should be a generated UUID", m["message_id"])
+	if id, _ := m["message_id"].(string); !regexp.MustCompile(`^[A-Za-z0-9_-]{16}$`).MatchString(id) {
+		t.Fatalf("message_id %q should be a generated compact id", m["message_id"])
 	}
 	if n := testutil.ToFloat64(s.Metrics.Messages.WithLabelValues("published")); n != 1 {
 		t.Errorf("messages_total{event=published} = %v, want 1", n)

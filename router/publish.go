@@ -3,8 +3,6 @@ package router
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"net/url"
 	"strconv"
@@ -107,7 +105,7 @@ func (s *Server) messageFromJSON(req *request, b *publishBody) (*transport.Messa
 		}
 		msg.Priority = uint8(*b.Priority)
 	}
-	if e := setIDs(msg, b.MessageID, b.CorrelationID, req.id, jsonIDFields); e != nil {
+	if e := s.setIDs(msg, b.MessageID, b.CorrelationID, req.id, jsonIDFields); e != nil {
 		return nil, "", e
 	}
 	if len(b.Headers) > 0 {
@@ -163,14 +161,16 @@ func isReservedHeader(name string) bool {
 	return strings.EqualFold(name, transport.PublishIDHeader)
 }
 
-func setIDs(msg *transport.Message, messageID, correlationID *string, requestID string, fields idFields) *apiError {
+// setIDs sets the message id and the correlation id of msg from the client's
+// values, or to a new message id and the request id.
+func (s *Server) setIDs(msg *transport.Message, messageID, correlationID *string, requestID string, fields idFields) *apiError {
 	if messageID != nil && *messageID != "" {
 		if len(*messageID) > security.MaxNameBytes || !utf8.ValidString(*messageID) {
 			return errValidation(fields.messageID, "must be valid UTF-8 of at most 255 bytes", "должно быть UTF-8 длиной не более 255 байт")
 		}
 		msg.MessageID = *messageID
 	} else {
-		msg.MessageID = newUUID()
+		msg.MessageID = s.ids.message()
 	}
 	if correlationID != nil && *correlationID != "" {
 		if len(*correlationID) > security.MaxNameBytes || !utf8.ValidString(*correlationID) {
@@ -262,7 +262,7 @@ func (s *Server) handleRawPublish(req *request) {
 		return
 	}
 
-	msg, e := messageFromHeaders(req)
+	msg, e := s.messageFromHeaders(req)
 	if e != nil {
 		s.writeError(req, e)
 		return
@@ -284,7 +284,7 @@ func (s *Server) handleRawPublish(req *request) {
 
 // messageFromHeaders reads the AMQP properties of a raw publish from the
 // request headers.
-func messageFromHeaders(req *request) (*transport.Message, *apiError) {
+func (s *Server) messageFromHeaders(req *request) (*transport.Message, *apiError) {
 	msg := &transport.Message{Mandatory: true, DeliveryMode: 2, Timestamp: time.Now()}
 	var messageID, correlationID *string
 	var e *apiError
@@ -336,27 +336,8 @@ func messageFromHeaders(req *request) (*transport.Message, *apiError) {
 	if msg.ContentType == "" {
 		msg.ContentType = "application/octet-stream"
 	}
-	if e := setIDs(msg, messageID, correlationID, req.id, headerIDFields); e != nil {
+	if e := s.setIDs(msg, messageID, correlationID, req.id, headerIDFields); e != nil {
 		return nil, e
 	}
 	return msg, nil
-}
-
-// newUUID returns a random (version 4) UUID.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var out [36]byte
-	hex.Encode(out[0:8], b[0:4])
-	out[8] = '-'
-	hex.Encode(out[9:13], b[4:6])
-	out[13] = '-'
-	hex.Encode(out[14:18], b[6:8])
-	out[18] = '-'
-	hex.Encode(out[19:23], b[8:10])
-	out[23] = '-'
-	hex.Encode(out[24:], b[10:])
-	return string(out[:])
 }

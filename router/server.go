@@ -2,8 +2,6 @@ package router
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +47,9 @@ type Config struct {
 	OpenAPI []byte
 	// AdminToken is the bearer token of /v1/admin/*; empty disables them.
 	AdminToken string
+	// IDFormat is IDsUUID or IDsCompact. Any other value, the empty one
+	// included, means IDsCompact.
+	IDFormat string
 }
 
 // Server is the HTTP front end. Create it with New and run it with Serve.
@@ -63,6 +64,7 @@ type Server struct {
 	http           *fasthttp.Server
 	promHTTP       fasthttp.RequestHandler
 	requestMetrics httpMetrics
+	ids            idMaker
 }
 
 // New returns a Server. ready may be nil, which means always ready.
@@ -82,6 +84,7 @@ func New(cfg Config, backend Backend, creds *security.Store, m *metrics.Metrics,
 		creds:          creds,
 		metrics:        m,
 		requestMetrics: httpMetrics{vecs: m},
+		ids:            idMaker{uuid: cfg.IDFormat == IDsUUID},
 		log:            log,
 		ready:          ready,
 		started:        time.Now(),
@@ -140,7 +143,7 @@ func redactQuoted(msg string) string {
 // Handle serves one request. It is the fasthttp handler, exported for tests.
 func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	req := &request{ctx: ctx, id: requestID(ctx)}
+	req := &request{ctx: ctx, id: s.requestID(ctx)}
 	ctx.Response.Header.Set("X-Request-ID", req.id)
 
 	route := "other"
@@ -229,7 +232,7 @@ func (r *request) prefersRussian() bool {
 
 // handleParseError responds to requests fasthttp could not read.
 func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
-	req := &request{ctx: ctx, id: requestID(ctx)}
+	req := &request{ctx: ctx, id: s.requestID(ctx)}
 	ctx.Response.Header.Set("X-Request-ID", req.id)
 	// A body larger than its Content-Length allows comes after headers that
 	// parsed, so the method is known. Otherwise (bad headers, a chunked body
@@ -312,14 +315,12 @@ func header(ctx *fasthttp.RequestCtx, name string) string {
 }
 
 // requestID returns the client's X-Request-ID when it is a safe token, or a
-// new random id.
-func requestID(ctx *fasthttp.RequestCtx) string {
+// new one.
+func (s *Server) requestID(ctx *fasthttp.RequestCtx) string {
 	if id := header(ctx, "X-Request-ID"); id != "" && len(id) <= 128 && safeToken(id) {
 		return id
 	}
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return s.ids.request()
 }
 
 func safeToken(s string) bool {

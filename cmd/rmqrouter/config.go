@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rmqrouter/rmqrouter/router"
 	"github.com/rmqrouter/rmqrouter/transport"
 )
 
@@ -43,6 +44,7 @@ type config struct {
 	AdminToken            string
 	LogLevel              string
 	LogFormat             string
+	GeneratedIDs          string
 
 	// Derived by validate.
 	broker    transport.ParsedURL
@@ -96,6 +98,7 @@ func settings() []setting {
 		{"shutdown-timeout", "15s", "how long a shutdown waits for requests in flight", []string{"SHUTDOWN_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
 		{"log-level", "info", "debug, info, warn or error", []string{"LOG_LEVEL"}, str(func(c *config) *string { return &c.LogLevel })},
 		{"log-format", "json", "json or text", []string{"LOG_FORMAT"}, str(func(c *config) *string { return &c.LogFormat })},
+		{"generated-ids", "compact", "format of the message ids and request ids the router makes up when a client sends none: compact (16 URL-safe characters) or uuid (UUID message ids, 32 hex-digit request ids)", nil, str(func(c *config) *string { return &c.GeneratedIDs })},
 	}
 }
 
@@ -274,6 +277,9 @@ func (c *config) validate() error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf("invalid --log-format %q: must be json or text", c.LogFormat)
+	}
+	if c.GeneratedIDs != router.IDsCompact && c.GeneratedIDs != router.IDsUUID {
+		return fmt.Errorf("invalid --generated-ids %q: must be %s or %s", c.GeneratedIDs, router.IDsCompact, router.IDsUUID)
 	}
 	return nil
 }

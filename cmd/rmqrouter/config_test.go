@@ -30,6 +30,9 @@ func TestConfigDefaults(t *testing.T) {
 	if c.PublishTimeout != 10*time.Second || c.SessionIdleTimeout != 5*time.Minute || c.MaxBodyBytes != 1<<20 {
 		t.Errorf("defaults: publish %v, session idle %v, body %d", c.PublishTimeout, c.SessionIdleTimeout, c.MaxBodyBytes)
 	}
+	if c.GeneratedIDs != "compact" {
+		t.Errorf("generated ids = %q, want compact", c.GeneratedIDs)
+	}
 }
 
 func TestConfigPrecedence(t *testing.T) {
@@ -82,6 +85,7 @@ func TestConfigInvalidNamesSetting(t *testing.T) {
 		{nil, map[string]string{"RABBITMQ_PREFETCH_COUNT": "0"}, "--prefetch"},
 		{[]string{"--http-addr", "8000"}, nil, "--http-addr"},
 		{[]string{"--log-format", "xml"}, nil, "--log-format"},
+		{[]string{"--generated-ids", "short"}, nil, "--generated-ids"},
 		{[]string{"--amqp-url", "http://x"}, nil, "--amqp-url"},
 		{[]string{"--retry-base-delay", "1m", "--retry-max-delay", "1s"}, nil, "--retry-max-delay"},
 	}

@@ -119,6 +119,7 @@ func run(cfg *config) error {
 		PublishTimeout: cfg.PublishTimeout,
 		OpenAPI:        docs.OpenAPI,
 		AdminToken:     cfg.AdminToken,
+		IDFormat:       cfg.GeneratedIDs,
 	}, system, store, m, base, probe.Ready)
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
