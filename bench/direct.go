@@ -2,7 +2,7 @@ package main
 
 import (
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"sync"
@@ -79,7 +79,7 @@ func (p *amqpPublisher) step(rc *roundCtx, st *workerStats) {
 	for range p.batch {
 		msg := p.msg
 		if p.ids {
-			msg.MessageId, msg.CorrelationId, msg.Timestamp = newMessageID(), newCorrelationID(), time.Now()
+			msg.MessageId, msg.CorrelationId, msg.Timestamp = newID(), newID(), time.Now()
 		}
 		dc, err := p.ch.PublishWithDeferredConfirmWithContext(rc.hard, p.topo.exchange, p.topo.routingKey, true, false, msg)
 		if err != nil {
@@ -106,19 +106,12 @@ func (p *amqpPublisher) step(rc *roundCtx, st *workerStats) {
 	}
 }
 
-// newMessageID and newCorrelationID return random ids of the form and length
-// the router generates: a UUID and 32 hex digits.
-func newMessageID() string {
-	var b [16]byte
+// newID returns a random id of the form and length the router generates by
+// default (--generated-ids compact): 16 URL-safe characters.
+func newID() string {
+	var b [12]byte
 	_, _ = rand.Read(b[:])
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
-
-func newCorrelationID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 func (p *amqpPublisher) close() {
