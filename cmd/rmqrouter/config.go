@@ -46,6 +46,10 @@ type config struct {
 	LogFormat             string
 	GeneratedIDs          string
 
+	// sources holds, for each setting set by a variable, the variable's
+	// name, so that an error names what the operator wrote.
+	sources map[string]string
+
 	// Derived by validate.
 	broker    transport.ParsedURL
 	endpoints []transport.Endpoint
@@ -159,7 +163,7 @@ func envName(flagName string) string {
 // then from the earlier service's names; a flag wins over the environment.
 // The error names the setting and the reason, and never holds a password.
 func loadConfig(args []string, getenv func(string) string, usage io.Writer) (*config, error) {
-	c := &config{}
+	c := &config{sources: map[string]string{}}
 	all := settings()
 	fs := flag.NewFlagSet("rmqrouter", flag.ContinueOnError)
 	// The caller reports a parse error in one line. Only -h prints the
@@ -196,6 +200,9 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (*co
 				}
 			}
 		}
+		if source != "--"+s.name {
+			c.sources[s.name] = source
+		}
 		if err := s.set.parse(c, value); err != nil {
 			// Only integer and duration settings can fail here, so the
 			// value holds no password and can be shown.
@@ -205,13 +212,22 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (*co
 	return c, c.validate()
 }
 
+// origin returns how the setting name was given: the variable that set it,
+// else its flag.
+func (c *config) origin(name string) string {
+	if source, ok := c.sources[name]; ok {
+		return source
+	}
+	return "--" + name
+}
+
 func (c *config) validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-		return fmt.Errorf("invalid --http-addr %q: must be host:port", c.HTTPAddr)
+		return fmt.Errorf("invalid %s %q: must be host:port", c.origin("http-addr"), c.HTTPAddr)
 	}
 	broker, err := transport.ParseURL(c.AMQPURL)
 	if err != nil {
-		return fmt.Errorf("invalid --amqp-url: %v", err)
+		return fmt.Errorf("invalid %s: %v", c.origin("amqp-url"), err)
 	}
 	c.broker = broker
 	c.endpoints = []transport.Endpoint{broker.Endpoint}
@@ -225,7 +241,7 @@ func (c *config) validate() error {
 		}
 		p, err := transport.ParseURL(raw)
 		if err != nil {
-			return fmt.Errorf("invalid --amqp-endpoints: %v", err)
+			return fmt.Errorf("invalid %s: %v", c.origin("amqp-endpoints"), err)
 		}
 		c.endpoints = append(c.endpoints, p.Endpoint)
 	}
@@ -242,14 +258,14 @@ func (c *config) validate() error {
 	}
 	for _, p := range positive {
 		if p.d <= 0 {
-			return fmt.Errorf("invalid --%s: must be greater than zero", p.name)
+			return fmt.Errorf("invalid %s: must be greater than zero", c.origin(p.name))
 		}
 	}
 	if c.Heartbeat < 0 {
-		return errors.New("invalid --heartbeat: must not be negative (0 disables heartbeats)")
+		return fmt.Errorf("invalid %s: must not be negative (0 disables heartbeats)", c.origin("heartbeat"))
 	}
 	if c.RetryMaxDelay < c.RetryBaseDelay {
-		return errors.New("invalid --retry-max-delay: must not be less than --retry-base-delay")
+		return fmt.Errorf("invalid %s: must not be less than --retry-base-delay", c.origin("retry-max-delay"))
 	}
 	ints := []struct {
 		name      string
@@ -269,17 +285,17 @@ func (c *config) validate() error {
 	}
 	for _, i := range ints {
 		if i.v < i.lo || i.v > i.hi {
-			return fmt.Errorf("invalid --%s: %d is outside %d..%d", i.name, i.v, i.lo, i.hi)
+			return fmt.Errorf("invalid %s: %d is outside %d..%d", c.origin(i.name), i.v, i.lo, i.hi)
 		}
 	}
 	if err := c.level.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		return fmt.Errorf("invalid --log-level %q: must be debug, info, warn or error", c.LogLevel)
+		return fmt.Errorf("invalid %s %q: must be debug, info, warn or error", c.origin("log-level"), c.LogLevel)
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
-		return fmt.Errorf("invalid --log-format %q: must be json or text", c.LogFormat)
+		return fmt.Errorf("invalid %s %q: must be json or text", c.origin("log-format"), c.LogFormat)
 	}
 	if c.GeneratedIDs != router.IDsCompact && c.GeneratedIDs != router.IDsUUID {
-		return fmt.Errorf("invalid --generated-ids %q: must be %s or %s", c.GeneratedIDs, router.IDsCompact, router.IDsUUID)
+		return fmt.Errorf("invalid %s %q: must be %s or %s", c.origin("generated-ids"), c.GeneratedIDs, router.IDsCompact, router.IDsUUID)
 	}
 	return nil
 }
