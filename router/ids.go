@@ -9,9 +9,9 @@ import (
 // Formats of the ids the router makes up when a client sends none.
 const (
 	// IDsCompact makes request ids and message ids of 16 URL-safe
-	// characters (96 random bits). With them, a message published without
-	// its own ids keeps its AMQP properties within 64 bytes, which RabbitMQ
-	// 3.10 stores faster than longer ones (docs/operations.md).
+	// characters (96 random bits). With them, a JSON publish without its own
+	// ids keeps its AMQP properties within 64 bytes, which RabbitMQ 3.10
+	// stores faster than longer ones (docs/operations.md).
 	IDsCompact = "compact"
 	// IDsUUID makes random (version 4) UUIDs as message ids and 32 hex
 	// digits as request ids, for clients that read a message id as a UUID.
