@@ -6,24 +6,23 @@ import (
 	"encoding/hex"
 )
 
-// Formats of the ids the router makes up when a client sends none.
+// Formats of the ids the router generates when a client sends none.
 const (
-	// IDsCompact makes request ids and message ids of 16 URL-safe
+	// IDsCompact generates request ids and message ids of 16 URL-safe
 	// characters (96 random bits). With them, a JSON publish without its own
-	// ids keeps its AMQP properties within 64 bytes, which RabbitMQ 3.10
-	// stores faster than longer ones (docs/operations.md).
+	// ids and without headers keeps its AMQP properties within 64 bytes,
+	// which RabbitMQ 3.10 stores faster than longer ones (docs/operations.md).
 	IDsCompact = "compact"
-	// IDsUUID makes random (version 4) UUIDs as message ids and 32 hex
+	// IDsUUID generates random (version 4) UUIDs as message ids and 32 hex
 	// digits as request ids, for clients that read a message id as a UUID.
 	IDsUUID = "uuid"
 )
 
-// idMaker makes up request ids and message ids in one format.
-type idMaker struct{ uuid bool }
+// idGenerator generates request ids and message ids in one format.
+type idGenerator struct{ uuid bool }
 
-// request returns a new request id.
-func (m idMaker) request() string {
-	if m.uuid {
+func (g idGenerator) newRequestID() string {
+	if g.uuid {
 		var b [16]byte
 		_, _ = rand.Read(b[:])
 		return hex.EncodeToString(b[:])
@@ -31,9 +30,8 @@ func (m idMaker) request() string {
 	return compactID()
 }
 
-// message returns a new message id.
-func (m idMaker) message() string {
-	if m.uuid {
+func (g idGenerator) newMessageID() string {
+	if g.uuid {
 		return newUUID()
 	}
 	return compactID()

@@ -170,7 +170,7 @@ func (s *Server) setIDs(msg *transport.Message, messageID, correlationID *string
 		}
 		msg.MessageID = *messageID
 	} else {
-		msg.MessageID = s.ids.message()
+		msg.MessageID = s.ids.newMessageID()
 	}
 	if correlationID != nil && *correlationID != "" {
 		if len(*correlationID) > security.MaxNameBytes || !utf8.ValidString(*correlationID) {

@@ -47,8 +47,8 @@ type Config struct {
 	OpenAPI []byte
 	// AdminToken is the bearer token of /v1/admin/*; empty disables them.
 	AdminToken string
-	// IDFormat is IDsUUID or IDsCompact. Any other value, the empty one
-	// included, means IDsCompact.
+	// IDFormat is IDsCompact (also when empty) or IDsUUID. New logs any
+	// other value as an error and uses IDsCompact.
 	IDFormat string
 }
 
@@ -64,7 +64,7 @@ type Server struct {
 	http           *fasthttp.Server
 	promHTTP       fasthttp.RequestHandler
 	requestMetrics httpMetrics
-	ids            idMaker
+	ids            idGenerator
 }
 
 // New returns a Server. ready may be nil, which means always ready.
@@ -78,13 +78,16 @@ func New(cfg Config, backend Backend, creds *security.Store, m *metrics.Metrics,
 	if ready == nil {
 		ready = func() error { return nil }
 	}
+	if cfg.IDFormat != "" && cfg.IDFormat != IDsCompact && cfg.IDFormat != IDsUUID {
+		log.Error("unknown id format, using compact ids", "task", "main", "id_format", cfg.IDFormat)
+	}
 	s := &Server{
 		cfg:            cfg,
 		backend:        backend,
 		creds:          creds,
 		metrics:        m,
 		requestMetrics: httpMetrics{vecs: m},
-		ids:            idMaker{uuid: cfg.IDFormat == IDsUUID},
+		ids:            idGenerator{uuid: cfg.IDFormat == IDsUUID},
 		log:            log,
 		ready:          ready,
 		started:        time.Now(),
@@ -320,7 +323,7 @@ func (s *Server) requestID(ctx *fasthttp.RequestCtx) string {
 	if id := header(ctx, "X-Request-ID"); id != "" && len(id) <= 128 && safeToken(id) {
 		return id
 	}
-	return s.ids.request()
+	return s.ids.newRequestID()
 }
 
 func safeToken(s string) bool {
