@@ -82,7 +82,7 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	fs.BoolVar(&cfg.sweep, "sweep", false, "run each scenario at every concurrency of -sweep-levels instead of -concurrency")
 	fs.StringVar(&levels, "sweep-levels", "1,4,16,64,256", "comma-separated concurrency levels for -sweep")
 
-	fs.BoolVar(&cfg.directIDs, "direct-ids", false, "direct publishers set a new message id, correlation id and timestamp on every message, of the form the router generates by default when the client gives none (the broker's cost of these properties then falls on both sides)")
+	fs.BoolVar(&cfg.directIDs, "direct-ids", false, "direct publishers set a new message id, correlation id and timestamp on every message, of the form the router generates by default (16 characters; a router run with --generated-ids uuid makes longer ones) when the client gives none (the broker's cost of these properties then falls on both sides)")
 	fs.BoolVar(&cfg.directOnly, "direct-only", false, "measure only the direct amqp091-go side, without a router; the router figures are reported as zero or null")
 	fs.StringVar(&cfg.routerURL, "router-url", "", "base URL of a running router, for example http://127.0.0.1:8000 (default: build ./cmd/rmqrouter and start it on a free loopback port)")
 	fs.StringVar(&cfg.routerBin, "router-bin", "", "router binary to start instead of building ./cmd/rmqrouter; not with -router-url or -direct-only")

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rmqrouter/rmqrouter/docs"
 	"github.com/rmqrouter/rmqrouter/router"
 	"github.com/rmqrouter/rmqrouter/transport"
 )
@@ -102,7 +103,7 @@ func settings() []setting {
 		{"shutdown-timeout", "15s", "how long a shutdown waits for requests in flight", []string{"SHUTDOWN_TIMEOUT"}, duration(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
 		{"log-level", "info", "debug, info, warn or error", []string{"LOG_LEVEL"}, str(func(c *config) *string { return &c.LogLevel })},
 		{"log-format", "json", "json or text", []string{"LOG_FORMAT"}, str(func(c *config) *string { return &c.LogFormat })},
-		{"generated-ids", "compact", "format of the message ids and request ids the router makes up when a client sends none: compact (16 URL-safe characters) or uuid (UUID message ids, 32 hex-digit request ids)", nil, str(func(c *config) *string { return &c.GeneratedIDs })},
+		{"generated-ids", "compact", "format of the message ids and request ids the router generates when a client sends none: compact (16 URL-safe characters) or uuid (UUID message ids, 32 hex-digit request ids)", nil, str(func(c *config) *string { return &c.GeneratedIDs })},
 	}
 }
 
@@ -212,6 +213,17 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (*co
 	return c, c.validate()
 }
 
+// server returns the settings of the HTTP front end.
+func (c *config) server() router.Config {
+	return router.Config{
+		MaxBodyBytes:   c.MaxBodyBytes,
+		PublishTimeout: c.PublishTimeout,
+		OpenAPI:        docs.OpenAPI,
+		AdminToken:     c.AdminToken,
+		IDFormat:       c.GeneratedIDs,
+	}
+}
+
 // origin returns how the setting name was given: the variable that set it,
 // else its flag.
 func (c *config) origin(name string) string {
@@ -223,7 +235,8 @@ func (c *config) origin(name string) string {
 
 func (c *config) validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-		return fmt.Errorf("invalid %s %q: must be host:port", c.origin("http-addr"), c.HTTPAddr)
+		// The value is not shown: a URL put here by mistake may hold a password.
+		return fmt.Errorf("invalid %s: must be host:port, such as 127.0.0.1:8000", c.origin("http-addr"))
 	}
 	broker, err := transport.ParseURL(c.AMQPURL)
 	if err != nil {
@@ -265,7 +278,7 @@ func (c *config) validate() error {
 		return fmt.Errorf("invalid %s: must not be negative (0 disables heartbeats)", c.origin("heartbeat"))
 	}
 	if c.RetryMaxDelay < c.RetryBaseDelay {
-		return fmt.Errorf("invalid %s: must not be less than --retry-base-delay", c.origin("retry-max-delay"))
+		return fmt.Errorf("invalid %s: %v is less than %s (%v)", c.origin("retry-max-delay"), c.RetryMaxDelay, c.origin("retry-base-delay"), c.RetryBaseDelay)
 	}
 	ints := []struct {
 		name      string

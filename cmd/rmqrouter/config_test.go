@@ -86,7 +86,9 @@ func TestConfigInvalidNamesSetting(t *testing.T) {
 		{[]string{"--prefetch", "0"}, map[string]string{"RABBITMQ_PREFETCH_COUNT": "5"}, "invalid --prefetch: 0 is outside"},
 		{nil, map[string]string{"RMQROUTER_GENERATED_IDS": "short"}, `invalid RMQROUTER_GENERATED_IDS "short"`},
 		{nil, map[string]string{"LOG_FORMAT": "xml"}, `invalid LOG_FORMAT "xml"`},
-		{nil, map[string]string{"RMQROUTER_RETRY_MAX_DELAY": "1ms"}, "invalid RMQROUTER_RETRY_MAX_DELAY: must not be less than --retry-base-delay"},
+		{nil, map[string]string{"RMQROUTER_RETRY_MAX_DELAY": "1ms"}, "invalid RMQROUTER_RETRY_MAX_DELAY: 1ms is less than --retry-base-delay (1s)"},
+		{nil, map[string]string{"RMQROUTER_RETRY_BASE_DELAY": "1m"}, "invalid --retry-max-delay: 30s is less than RMQROUTER_RETRY_BASE_DELAY (1m0s)"},
+		{nil, map[string]string{"RMQROUTER_PREFETCH": "0", "RABBITMQ_PREFETCH_COUNT": "5"}, "invalid RMQROUTER_PREFETCH: 0 is outside"},
 		{[]string{"--http-addr", "8000"}, nil, "--http-addr"},
 		{[]string{"--log-format", "xml"}, nil, "--log-format"},
 		{[]string{"--generated-ids", "short"}, nil, "--generated-ids"},
@@ -102,12 +104,38 @@ func TestConfigInvalidNamesSetting(t *testing.T) {
 }
 
 func TestConfigErrorHidesPassword(t *testing.T) {
-	_, err := loadConfig([]string{"--amqp-url", "amqp://user:s3cr3t-pw@host:notaport/"}, env(nil), io.Discard)
-	if err == nil {
-		t.Fatal("invalid URL accepted")
+	const url = "amqp://user:s3cr3t-pw@host:notaport/"
+	cases := []struct {
+		args []string
+		vars map[string]string
+	}{
+		{[]string{"--amqp-url", url}, nil},
+		{nil, map[string]string{"RABBITMQ_URL": url}},
+		{nil, map[string]string{"AMQP_URL": url}},
+		{nil, map[string]string{"RABBITMQ_ENDPOINTS": url}},
+		{nil, map[string]string{"RMQROUTER_HTTP_ADDR": url}},
 	}
-	if strings.Contains(err.Error(), "s3cr3t-pw") {
-		t.Fatalf("error reveals the password: %v", err)
+	for _, c := range cases {
+		_, err := loadConfig(c.args, env(c.vars), io.Discard)
+		if err == nil {
+			t.Errorf("%v %v: invalid URL accepted", c.args, c.vars)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cr3t-pw") {
+			t.Errorf("%v %v: error reveals the password: %v", c.args, c.vars, err)
+		}
+	}
+}
+
+func TestGeneratedIDsReachServer(t *testing.T) {
+	for _, format := range []string{"compact", "uuid"} {
+		c, err := loadConfig([]string{"--generated-ids", format}, env(nil), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.server().IDFormat; got != format {
+			t.Errorf("--generated-ids %s: server id format %q", format, got)
+		}
 	}
 }
 

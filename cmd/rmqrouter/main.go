@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/rmqrouter/rmqrouter/actors"
-	"github.com/rmqrouter/rmqrouter/docs"
 	"github.com/rmqrouter/rmqrouter/metrics"
 	"github.com/rmqrouter/rmqrouter/router"
 	"github.com/rmqrouter/rmqrouter/security"
@@ -114,13 +113,7 @@ func run(cfg *config) error {
 	}, systemCreds.WithPassword, 5*time.Second)
 	probe.Start()
 
-	server := router.New(router.Config{
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		PublishTimeout: cfg.PublishTimeout,
-		OpenAPI:        docs.OpenAPI,
-		AdminToken:     cfg.AdminToken,
-		IDFormat:       cfg.GeneratedIDs,
-	}, system, store, m, base, probe.Ready)
+	server := router.New(cfg.server(), system, store, m, base, probe.Ready)
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
