@@ -213,9 +213,6 @@ func pickChannel[C channelLoad](channels []C, tried uint64) int {
 	return best
 }
 
-// publishOutcomes are the outcome labels of the publish duration histogram.
-var publishOutcomes = []string{"accepted", "unroutable", "exchange_not_found", "nacked", "access_refused", "blocked", "failed"}
-
 // publishSeries holds the metric series that every publish result is recorded
 // on. They are resolved once, because a label lookup hashes and checks each value.
 type publishSeries struct {
@@ -230,16 +227,16 @@ func newPublishSeries(m *metrics.Metrics) publishSeries {
 		vecs:      m,
 		published: m.Messages.WithLabelValues("published"),
 		returned:  m.Messages.WithLabelValues("returned"),
-		duration:  make(map[string]prometheus.Observer, len(publishOutcomes)),
+		duration:  make(map[string]prometheus.Observer, len(metrics.PublishOutcomes)),
 	}
-	for _, outcome := range publishOutcomes {
+	for _, outcome := range metrics.PublishOutcomes {
 		ps.duration[outcome] = m.PublishDuration.WithLabelValues(outcome)
 	}
 	return ps
 }
 
 // observe records the duration of a publish with outcome. An outcome missing
-// from publishOutcomes is looked up by label instead.
+// from metrics.PublishOutcomes is looked up by label instead.
 func (ps *publishSeries) observe(outcome string, elapsed time.Duration) {
 	observer, ok := ps.duration[outcome]
 	if !ok {

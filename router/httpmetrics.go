@@ -45,29 +45,18 @@ func (h *httpMetrics) count(route string, method []byte, status int) {
 	counter.(prometheus.Counter).Inc()
 }
 
+// standardMethods maps each of HTTP's standard methods to its label.
+var standardMethods = map[string]string{
+	"GET": "GET", "HEAD": "HEAD", "POST": "POST", "PUT": "PUT", "DELETE": "DELETE",
+	"PATCH": "PATCH", "OPTIONS": "OPTIONS", "CONNECT": "CONNECT", "TRACE": "TRACE",
+}
+
 // methodLabel returns the method label of a request: the method when it is one of
 // HTTP's standard methods, else "other". fasthttp accepts any token as a method, and
 // each distinct label value is a new series kept for the life of the process.
 func methodLabel(method []byte) string {
-	switch string(method) {
-	case "GET":
-		return "GET"
-	case "HEAD":
-		return "HEAD"
-	case "POST":
-		return "POST"
-	case "PUT":
-		return "PUT"
-	case "DELETE":
-		return "DELETE"
-	case "PATCH":
-		return "PATCH"
-	case "OPTIONS":
-		return "OPTIONS"
-	case "CONNECT":
-		return "CONNECT"
-	case "TRACE":
-		return "TRACE"
+	if label, ok := standardMethods[string(method)]; ok {
+		return label
 	}
 	return "other"
 }

@@ -3,7 +3,6 @@ package router
 import (
 	"bufio"
 	"encoding/json"
-	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
@@ -13,8 +12,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/rmqrouter/rmqrouter/metrics"
-	"github.com/rmqrouter/rmqrouter/security"
 	"github.com/rmqrouter/rmqrouter/transport"
 )
 
@@ -35,8 +32,8 @@ func decodeBody(t *testing.T, body []byte) map[string]any {
 
 func newIDTestServer(format string) (*Server, *fakeBackend) {
 	b := &fakeBackend{}
-	log := slog.New(slog.DiscardHandler)
-	return New(Config{PublishTimeout: time.Second, IDFormat: format}, b, security.NewStore(10), metrics.New(), log, nil), b
+	s, _ := newConfiguredServer(Config{PublishTimeout: time.Second, IDFormat: format}, b)
+	return s, b
 }
 
 // idRequest is one request of the id tests.
@@ -192,9 +189,7 @@ func TestGeneratedRequestIDWithoutPublish(t *testing.T) {
 }
 
 func TestUnknownIDFormatLogged(t *testing.T) {
-	logs := &syncWriter{}
-	log := slog.New(slog.NewJSONHandler(logs, nil))
-	s := New(Config{PublishTimeout: time.Second, IDFormat: "UUID"}, &fakeBackend{}, security.NewStore(10), metrics.New(), log, nil)
+	s, logs := newConfiguredServer(Config{PublishTimeout: time.Second, IDFormat: "UUID"}, &fakeBackend{})
 	if !strings.Contains(logs.String(), `"id_format":"UUID"`) {
 		t.Errorf("no error logged for id format UUID: %s", logs.String())
 	}

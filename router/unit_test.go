@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -86,9 +85,15 @@ func (w *syncWriter) String() string {
 }
 
 func newTestServer(b Backend) (*Server, *syncWriter) {
+	return newConfiguredServer(Config{PublishTimeout: time.Second}, b)
+}
+
+// newConfiguredServer returns a Server with cfg and b that logs every level
+// as JSON to the returned writer.
+func newConfiguredServer(cfg Config, b Backend) (*Server, *syncWriter) {
 	logs := &syncWriter{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	return New(Config{PublishTimeout: time.Second}, b, security.NewStore(10), metrics.New(), log, nil), logs
+	return New(cfg, b, security.NewStore(10), metrics.New(), log, nil), logs
 }
 
 func serve(s *Server, method, uri, auth string, body []byte, headers map[string]string) *fasthttp.Response {
@@ -561,8 +566,7 @@ func TestRawPublishErrorsNameHeader(t *testing.T) {
 // longer than its Content-Length limit keeps the parsed method, while a chunked
 // one, after which fasthttp has reset the header, is counted as other.
 func TestTooLargeBodyMethodLabel(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := New(Config{PublishTimeout: time.Second, MaxBodyBytes: 1024}, &fakeBackend{}, security.NewStore(10), metrics.New(), log, nil)
+	s, _ := newConfiguredServer(Config{PublishTimeout: time.Second, MaxBodyBytes: 1024}, &fakeBackend{})
 	addr := serveLoopback(t, s)
 
 	body := strings.Repeat("x", 2048)

@@ -36,12 +36,15 @@ func settingsRows(t *testing.T, file string) map[string][]string {
 // and the configuration docs has a row for every setting, with its variable,
 // its earlier names and its default in their columns.
 func TestSettingsTablesComplete(t *testing.T) {
-	files := []string{"../../README.md", "../../README.ru.md", "../../docs/configuration.md", "../../docs/ru/configuration.md"}
-	for _, file := range files {
-		empty := "(empty)"
-		if strings.Contains(file, "ru") {
-			empty = "(пусто)"
-		}
+	// empty is how each file writes an empty default.
+	files := []struct{ path, empty string }{
+		{"../../README.md", "(empty)"},
+		{"../../README.ru.md", "(пусто)"},
+		{"../../docs/configuration.md", "(empty)"},
+		{"../../docs/ru/configuration.md", "(пусто)"},
+	}
+	for _, f := range files {
+		file := f.path
 		rows := settingsRows(t, file)
 		for _, s := range settings() {
 			cells, ok := rows["--"+s.name]
@@ -61,7 +64,7 @@ func TestSettingsTablesComplete(t *testing.T) {
 			}
 			want := "`" + s.def + "`"
 			if s.def == "" {
-				want = empty
+				want = f.empty
 			}
 			if cells[3] != want {
 				t.Errorf("%s: --%s has default %s, want %s", file, s.name, cells[3], want)
