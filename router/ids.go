@@ -8,17 +8,17 @@ import (
 
 // Formats of the ids the router generates when a client sends none.
 const (
-	// IDsCompact generates request ids and message ids of 16 URL-safe
+	// IDsCompact is the format of request ids and message ids of 16 URL-safe
 	// characters (96 random bits). With them, a JSON publish without its own
 	// ids and without headers keeps its AMQP properties within 64 bytes,
 	// which RabbitMQ 3.10 stores faster than longer ones (docs/operations.md).
 	IDsCompact = "compact"
-	// IDsUUID generates random (version 4) UUIDs as message ids and 32 hex
-	// digits as request ids, for clients that read a message id as a UUID.
+	// IDsUUID is the format of random (version 4) UUIDs as message ids and 32
+	// hex digits as request ids, for clients that read a message id as a UUID.
 	IDsUUID = "uuid"
 )
 
-// idGenerator generates request ids and message ids in one format.
+// idGenerator is the source of new request ids and message ids, in one format.
 type idGenerator struct{ uuid bool }
 
 func (g idGenerator) newRequestID() string {

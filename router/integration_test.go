@@ -82,7 +82,7 @@ func TestPublishJSONObjectArrivesVerbatim(t *testing.T) {
 		t.Fatalf("correlation_id %v should default to request_id %v", m["correlation_id"], m["request_id"])
 	}
 	if id, _ := m["message_id"].(string); !regexp.MustCompile(`^[A-Za-z0-9_-]{16}$`).MatchString(id) {
-		t.Fatalf("message_id %q should be a generated compact id", m["message_id"])
+		t.Fatalf("message_id %q, want a generated compact id", m["message_id"])
 	}
 	if n := testutil.ToFloat64(s.Metrics.Messages.WithLabelValues("published")); n != 1 {
 		t.Errorf("messages_total{event=published} = %v, want 1", n)

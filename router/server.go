@@ -79,7 +79,7 @@ func New(cfg Config, backend Backend, creds *security.Store, m *metrics.Metrics,
 		ready = func() error { return nil }
 	}
 	if cfg.IDFormat != "" && cfg.IDFormat != IDsCompact && cfg.IDFormat != IDsUUID {
-		log.Error("unknown id format, using compact ids", "task", "main", "id_format", cfg.IDFormat)
+		log.Error("invalid id format, using compact ids; set IDFormat to compact or uuid", "task", "main", "id_format", cfg.IDFormat)
 	}
 	s := &Server{
 		cfg:            cfg,

@@ -47,8 +47,8 @@ type config struct {
 	LogFormat             string
 	GeneratedIDs          string
 
-	// sources holds, for each setting set by a variable, the variable's
-	// name, so that an error names what the operator wrote.
+	// sources is the variable name of each setting that a variable set, so
+	// that an error names what the operator wrote.
 	sources map[string]string
 
 	// Derived by validate.
@@ -224,8 +224,8 @@ func (c *config) server() router.Config {
 	}
 }
 
-// origin returns how the setting name was given: the variable that set it,
-// else its flag.
+// origin returns the name under which setting name was given: the variable
+// that set it, else its flag.
 func (c *config) origin(name string) string {
 	if source, ok := c.sources[name]; ok {
 		return source

@@ -134,7 +134,7 @@ func TestGeneratedIDsReachServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := c.server().IDFormat; got != format {
-			t.Errorf("--generated-ids %s: server id format %q", format, got)
+			t.Errorf("--generated-ids %s: server id format %q, want %s", format, got, format)
 		}
 	}
 }
