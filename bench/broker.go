@@ -187,10 +187,13 @@ func findBrokerPID(ctx context.Context) (int, error) {
 // rabbitmqctl runs one rabbitmqctl command and includes its output in the error.
 func rabbitmqctl(ctx context.Context, args ...string) error {
 	out, err := exec.CommandContext(ctx, "rabbitmqctl", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("rabbitmqctl %s: %w: %s", args[0], err, strings.TrimSpace(string(out)))
+	if err == nil {
+		return nil
 	}
-	return nil
+	if output := strings.TrimSpace(string(out)); output != "" {
+		return fmt.Errorf("rabbitmqctl %s: %w: %s", args[0], err, output)
+	}
+	return fmt.Errorf("rabbitmqctl %s: %w", args[0], err)
 }
 
 // userSet is the temporary users one run created.

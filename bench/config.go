@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,13 +82,13 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	fs.StringVar(&cfg.format, "format", "text", "report format: text, json (one JSON object per scenario, one line each) or markdown")
 	fs.StringVar(&cfg.plotPath, "plot", "", "write an SVG chart of the results to this file")
 	fs.BoolVar(&cfg.sweep, "sweep", false, "run each scenario at every concurrency of -sweep-levels instead of -concurrency")
-	fs.StringVar(&levels, "sweep-levels", "1,4,16,64,256", "comma-separated concurrency levels for -sweep")
+	fs.StringVar(&levels, "sweep-levels", "1,4,16,64,256", "comma-separated concurrency levels for -sweep, run in ascending order")
 
 	fs.BoolVar(&cfg.directIDs, "direct-ids", false, "direct publishers set a new message id, correlation id and timestamp on every message, of the form the router generates by default (16 characters; a router run with --generated-ids uuid makes longer ones) when the client gives none (the broker's cost of these properties then falls on both sides)")
 	fs.BoolVar(&cfg.directOnly, "direct-only", false, "measure only the direct amqp091-go side, without a router; the router figures are reported as zero or null")
 	fs.StringVar(&cfg.routerURL, "router-url", "", "base URL of a running router, for example http://127.0.0.1:8000 (default: build ./cmd/rmqrouter and start it on a free loopback port)")
 	fs.StringVar(&cfg.routerBin, "router-bin", "", "router binary to start instead of building ./cmd/rmqrouter; not with -router-url or -direct-only")
-	fs.Func("router-flag", "extra command-line flag for the started router, for example -router-flag=--log-format=text (repeatable)", func(v string) error {
+	fs.Func("router-flag", "extra command-line flag for the started router, for example -router-flag=--log-format=text (repeatable; not --http-addr or --amqp-url, which the harness sets)", func(v string) error {
 		cfg.routerFlags = append(cfg.routerFlags, v)
 		return nil
 	})
@@ -131,6 +133,12 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 		}
 	}
 
+	for _, flag := range cfg.routerFlags {
+		if err := checkRouterFlag(flag); err != nil {
+			return config{}, err
+		}
+	}
+
 	var err error
 	if cfg.scenarios, err = parseScenarios(scenario); err != nil {
 		return config{}, err
@@ -146,7 +154,15 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 			return config{}, err
 		}
 	}
-	return cfg, cfg.validate()
+	if err := cfg.validate(); err != nil {
+		return config{}, err
+	}
+	if cfg.plotPath != "" {
+		if err := checkWritable(cfg.plotPath); err != nil {
+			return config{}, err
+		}
+	}
+	return cfg, nil
 }
 
 func (cfg config) validate() error {
@@ -184,16 +200,21 @@ func parseScenarios(value string) ([]string, error) {
 	var names []string
 	for name := range strings.SplitSeq(value, ",") {
 		name = strings.TrimSpace(name)
-		if !slices.Contains(scenarioNames, name) {
+		switch {
+		case name == "all":
+			return nil, fmt.Errorf("invalid -scenario %q: all runs every scenario and cannot be combined with other names", value)
+		case !slices.Contains(scenarioNames, name):
 			return nil, fmt.Errorf("invalid -scenario %q: must be all or a comma-separated list of %s", name, strings.Join(scenarioNames, ", "))
+		case slices.Contains(names, name):
+			return nil, fmt.Errorf("invalid -scenario %q: %s is listed twice", value, name)
 		}
-		if !slices.Contains(names, name) {
-			names = append(names, name)
-		}
+		names = append(names, name)
 	}
 	return names, nil
 }
 
+// parseLevels parses the -sweep-levels list and returns the levels in ascending order,
+// which is the order a sweep runs and plots them.
 func parseLevels(value string) ([]int, error) {
 	var levels []int
 	for field := range strings.SplitSeq(value, ",") {
@@ -201,9 +222,46 @@ func parseLevels(value string) ([]int, error) {
 		if err != nil || n < 1 || n > 4096 {
 			return nil, fmt.Errorf("invalid -sweep-levels entry %q: must be an integer 1..4096", field)
 		}
+		if slices.Contains(levels, n) {
+			return nil, fmt.Errorf("invalid -sweep-levels %q: %d is listed twice", value, n)
+		}
 		levels = append(levels, n)
 	}
+	slices.Sort(levels)
 	return levels, nil
+}
+
+// harnessRouterFlags are the router flags that the harness sets itself when it starts
+// the router: -router-flag must not override them.
+var harnessRouterFlags = []string{"http-addr", "amqp-url"}
+
+// checkRouterFlag returns an error when flag sets one of harnessRouterFlags.
+func checkRouterFlag(flag string) error {
+	name := strings.TrimLeft(flag, "-")
+	name, _, _ = strings.Cut(name, "=")
+	if slices.Contains(harnessRouterFlags, name) {
+		return fmt.Errorf("invalid -router-flag %q: the harness sets --%s of the router it starts (use -amqp-url for the broker, or -router-url for a router you started yourself)", flag, name)
+	}
+	return nil
+}
+
+// checkWritable returns an error unless a file can be created at path. It leaves no
+// file there, so a plot that cannot be written fails the run before it measures
+// anything.
+func checkWritable(path string) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".bench-plot-*")
+	if err != nil {
+		// The name of the probe file would only confuse: report the directory.
+		var pathErr *os.PathError
+		if errors.As(err, &pathErr) {
+			err = pathErr.Err
+		}
+		return fmt.Errorf("invalid -plot %q: cannot create a file in %s: %w", path, dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
 }
 
 // normalizeRouterURL checks that raw is an http or https URL with a host and no path, and

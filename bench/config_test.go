@@ -53,12 +53,62 @@ func TestParseConfigScenarios(t *testing.T) {
 		t.Errorf("all = %v, want %v", cfg.scenarios, scenarioNames)
 	}
 
-	cfg, err = parseConfig([]string{"-scenario", "fetch-ack, mixed,fetch-ack"}, io.Discard)
+	cfg, err = parseConfig([]string{"-scenario", "fetch-ack, mixed"}, io.Discard)
 	if err != nil {
 		t.Fatalf("parseConfig: %v", err)
 	}
 	if !slices.Equal(cfg.scenarios, []string{"fetch-ack", "mixed"}) {
-		t.Errorf("list = %v, want [fetch-ack mixed] without the repeat", cfg.scenarios)
+		t.Errorf("list = %v, want [fetch-ack mixed]", cfg.scenarios)
+	}
+}
+
+func TestParseConfigSortsSweepLevels(t *testing.T) {
+	cfg, err := parseConfig([]string{"-sweep", "-sweep-levels", "64, 1,16"}, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	// The JSON report of a sweep puts the last level's figures at the top, which must
+	// be the highest level's.
+	if !slices.Equal(cfg.sweepLevels, []int{1, 16, 64}) {
+		t.Errorf("sweep levels = %v, want [1 16 64]", cfg.sweepLevels)
+	}
+}
+
+func TestParseConfigErrorMessages(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-scenario", "all,publish-json"}, "cannot be combined"},
+		{[]string{"-scenario", "mixed,fetch-ack,mixed"}, "mixed is listed twice"},
+		{[]string{"-sweep", "-sweep-levels", "4,1,4"}, "4 is listed twice"},
+		{[]string{"-router-flag=--http-addr=127.0.0.1:18199"}, "the harness sets --http-addr"},
+		{[]string{"-router-flag", "-http-addr"}, "the harness sets --http-addr"},
+		{[]string{"-router-flag=--amqp-url=amqp://guest:guest@127.0.0.1:5672/"}, "the harness sets --amqp-url"},
+		{[]string{"-plot", "/nonexistent-dir-of-bench-test/plot.svg"}, "cannot create a file in /nonexistent-dir-of-bench-test: no such file or directory"},
+	}
+	for _, c := range cases {
+		_, err := parseConfig(c.args, io.Discard)
+		if err == nil {
+			t.Errorf("parseConfig(%q) returned no error", c.args)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("parseConfig(%q) error = %q, want it to contain %q", c.args, err, c.want)
+		}
+		if strings.Contains(err.Error(), ".bench-plot-") {
+			t.Errorf("parseConfig(%q) error = %q names the probe file", c.args, err)
+		}
+	}
+}
+
+func TestParseConfigKeepsOtherRouterFlags(t *testing.T) {
+	cfg, err := parseConfig([]string{"-router-flag=--max-body-bytes=2000000", "-router-flag=--http-addr-note"}, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if want := []string{"--max-body-bytes=2000000", "--http-addr-note"}; !slices.Equal(cfg.routerFlags, want) {
+		t.Errorf("router flags = %q, want %q", cfg.routerFlags, want)
 	}
 }
 

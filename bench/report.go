@@ -303,9 +303,17 @@ func formatErrors(errs map[string]int64) string {
 	return strings.Join(parts, ", ")
 }
 
+// countNoun returns n and noun, with an s for any n but 1: "1 worker", "64 workers".
+func countNoun(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}
+
 func writeTextReport(out io.Writer, r scenarioResult) error {
-	fmt.Fprintf(out, "%s: concurrency %d (%d workers), %d-byte persistent messages, %d × %s rounds per side, users %d\n",
-		r.Scenario, r.Concurrency, r.Workers, r.Size, r.Rounds, r.Duration, r.Users)
+	fmt.Fprintf(out, "%s: concurrency %d (%s), %d-byte persistent messages, %d × %s rounds per side, users %d\n",
+		r.Scenario, r.Concurrency, countNoun(r.Workers, "worker"), r.Size, r.Rounds, r.Duration, r.Users)
 
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	row := func(name, router, direct string) { fmt.Fprintf(tw, "  %s\t%s\t%s\t\n", name, router, direct) }
@@ -432,10 +440,25 @@ func buildPanels(sweep bool, all [][]scenarioResult) []chartPanel {
 	return []chartPanel{throughput, latency}
 }
 
+// withoutRouter returns panels without their router series, for a -direct-only run, which
+// measures no router.
+func withoutRouter(panels []chartPanel) []chartPanel {
+	for i := range panels {
+		panels[i].series = slices.DeleteFunc(panels[i].series, func(s chartSeries) bool {
+			return strings.HasSuffix(s.name, "router")
+		})
+	}
+	return panels
+}
+
 // writePlotFile writes the SVG chart of all results to path.
-func writePlotFile(path string, sweep bool, all [][]scenarioResult) error {
+func writePlotFile(path string, sweep, directOnly bool, all [][]scenarioResult) error {
+	title, panels := "rmqrouter vs direct amqp091-go", buildPanels(sweep, all)
+	if directOnly {
+		title, panels = "direct amqp091-go", withoutRouter(panels)
+	}
 	var buf bytes.Buffer
-	if err := writeSVG(&buf, "rmqrouter vs direct amqp091-go", buildPanels(sweep, all)); err != nil {
+	if err := writeSVG(&buf, title, panels); err != nil {
 		return err
 	}
 	return os.WriteFile(path, buf.Bytes(), 0o644)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -211,6 +213,36 @@ func TestFormatErrorsLargestFirst(t *testing.T) {
 	}
 	if got := formatErrors(nil); got != "none" {
 		t.Errorf("formatErrors(nil) = %q, want none", got)
+	}
+}
+
+func TestTextReportOneWorker(t *testing.T) {
+	var out bytes.Buffer
+	if err := writeTextReport(&out, sampleResult(1, 1000, 4000)); err != nil {
+		t.Fatalf("writeTextReport: %v", err)
+	}
+	if !strings.Contains(out.String(), "concurrency 1 (1 worker)") {
+		t.Errorf("text report header = %q, want concurrency 1 (1 worker)", strings.SplitN(out.String(), "\n", 2)[0])
+	}
+}
+
+func TestPlotDirectOnlyHasNoRouter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "plot.svg")
+	all := [][]scenarioResult{{sampleResult(1, 0, 200), sampleResult(4, 0, 600)}}
+	for _, sweep := range []bool{false, true} {
+		if err := writePlotFile(path, sweep, true, all); err != nil {
+			t.Fatalf("writePlotFile: %v", err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(data), "router") {
+			t.Errorf("direct-only plot (sweep %v) mentions the router", sweep)
+		}
+		if !strings.Contains(string(data), "direct") {
+			t.Errorf("direct-only plot (sweep %v) has no direct series", sweep)
+		}
 	}
 }
 

@@ -44,6 +44,7 @@ func newRouterClient(baseURL string, maxConns int, timeout time.Duration, vhost 
 	hc := &fasthttp.HostClient{
 		Addr:                      addr,
 		Name:                      "rmqrouter-bench",
+		DialDualStack:             true, // a host name such as localhost may resolve to ::1 only
 		IsTLS:                     u.Scheme == "https",
 		MaxConns:                  maxConns,
 		MaxConnWaitTimeout:        timeout,
@@ -102,6 +103,8 @@ func httpErrorKind(err error) string {
 		return "http connection refused"
 	case errors.Is(err, syscall.ECONNRESET):
 		return "http connection reset"
+	case errors.Is(err, syscall.EPIPE):
+		return "http broken pipe"
 	case errors.As(err, &netErr) && netErr.Timeout():
 		return "http timeout"
 	default:

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -104,6 +107,7 @@ func TestHTTPErrorKind(t *testing.T) {
 		fasthttp.ErrTimeout:          "http timeout",
 		fasthttp.ErrNoFreeConns:      "http no free connection",
 		syscall.ECONNREFUSED:         "http connection refused",
+		syscall.EPIPE:                "http broken pipe",
 		errors.New("something else"): "http error",
 	}
 	for err, want := range cases {
@@ -149,5 +153,35 @@ func TestMakePayloadIsPrintable(t *testing.T) {
 	encoded, _ := json.Marshal(string(p))
 	if len(encoded) != len(p)+2 {
 		t.Errorf("JSON-encoded payload is %d bytes, want %d", len(encoded), len(p)+2)
+	}
+}
+
+func TestRouterClientIPv6Loopback(t *testing.T) {
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	server := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusOK) }}
+	go func() { _ = server.Serve(ln) }()
+	t.Cleanup(func() { _ = server.Shutdown() })
+	baseURL := "http://" + ln.Addr().String()
+
+	if err := waitReady(context.Background(), baseURL, 2*time.Second, nil); err != nil {
+		t.Errorf("waitReady(%s): %v", baseURL, err)
+	}
+	client, err := newRouterClient(baseURL, 1, 2*time.Second, "")
+	if err != nil {
+		t.Fatalf("newRouterClient: %v", err)
+	}
+	defer client.close()
+	req := client.newRequest(fasthttp.MethodGet, "/health/ready", "", "", nil)
+	defer fasthttp.ReleaseRequest(req)
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	if err := client.do(req, resp, 0); err != nil {
+		t.Fatalf("GET %s/health/ready: %v", baseURL, err)
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		t.Errorf("status = %d, want 200", resp.StatusCode())
 	}
 }

@@ -93,7 +93,9 @@ func startRouter(ctx context.Context, bin, amqpURL string, extraFlags []string, 
 
 	if err := p.waitReady(ctx, readyTimeout); err != nil {
 		_ = p.stop(5 * time.Second)
-		return nil, fmt.Errorf("%w\nlast lines of the router log %s:\n%s", err, logPath, tailFile(logPath, 20))
+		// The log is in the run's temporary directory, which is removed when run returns,
+		// so its last lines go into the error instead of its path.
+		return nil, fmt.Errorf("%w\nlast lines of the router's log:\n%s", err, tailFile(logPath, 20))
 	}
 	return p, nil
 }
@@ -149,13 +151,17 @@ func waitReady(ctx context.Context, baseURL string, timeout time.Duration, exite
 	}
 }
 
+// probeClient checks readiness. Unlike fasthttp's default client it dials IPv6 addresses
+// too, so a router on [::1] or behind a host name that resolves to ::1 is found.
+var probeClient = &fasthttp.Client{DialDualStack: true}
+
 func probe(url string) (int, error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(url)
-	if err := fasthttp.DoTimeout(req, resp, time.Second); err != nil {
+	if err := probeClient.DoTimeout(req, resp, time.Second); err != nil {
 		return 0, err
 	}
 	return resp.StatusCode(), nil

@@ -7,7 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,11 +70,6 @@ func (rc *roundCtx) pause() {
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	env := &environment{cfg: cfg, runID: newRunID(), payload: makePayload(cfg.size)}
 	env.progress = newProgress(stderr)
-	if cfg.plotPath != "" {
-		if err := checkWritable(cfg.plotPath); err != nil {
-			return fmt.Errorf("invalid -plot: %w", err)
-		}
-	}
 
 	// Cleanup steps run in reverse order of setup when run returns.
 	var cleanups []func()
@@ -136,6 +131,11 @@ func (env *environment) setUpUsers(ctx context.Context, cleanups *[]func()) erro
 		return nil
 	}
 
+	// Checked first, so that a missing rabbitmqctl is reported as the cause and not as a
+	// failed cleanup of users that were never created.
+	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
+		return fmt.Errorf("-users needs rabbitmqctl on the PATH, run by a user allowed to add RabbitMQ users: %w", err)
+	}
 	env.progress.logf("creating %d users with rabbitmqctl", cfg.users)
 	creds, users, err := createUsers(ctx, env.runID, cfg.users, cfg.amqp.Vhost)
 	*cleanups = append(*cleanups, func() {
@@ -255,7 +255,7 @@ func (env *environment) runAll(ctx context.Context, stdout io.Writer) (err error
 	rep := newReporter(stdout, cfg, env.machine)
 	defer func() {
 		if cfg.plotPath != "" && len(all) > 0 {
-			if perr := writePlotFile(cfg.plotPath, cfg.sweep, all); perr != nil {
+			if perr := writePlotFile(cfg.plotPath, cfg.sweep, cfg.directOnly, all); perr != nil {
 				env.progress.logf("plot not written: %v", perr)
 				if err == nil {
 					err = fmt.Errorf("write plot: %w", perr)
@@ -546,17 +546,4 @@ func makePayload(size int) []byte {
 		b[i] = alphabet[(i*7+i/len(alphabet))%len(alphabet)]
 	}
 	return b
-}
-
-// checkWritable returns an error unless a file can be created at path. It
-// leaves no file there, and a plot that cannot be written fails the run before it
-// measures anything.
-func checkWritable(path string) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".bench-plot-*")
-	if err != nil {
-		return err
-	}
-	name := f.Name()
-	f.Close()
-	return os.Remove(name)
 }

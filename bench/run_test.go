@@ -185,18 +185,34 @@ func TestRunFailsWithoutRouter(t *testing.T) {
 	}
 }
 
-func TestRunChecksPlotPathFirst(t *testing.T) {
-	missing := filepath.Join(t.TempDir(), "no-such-dir", "plot.svg")
-	cfg, err := parseConfig([]string{"-plot", missing, "-direct-only"}, io.Discard)
-	if err != nil {
-		t.Fatalf("parseConfig: %v", err)
-	}
-	var stdout, stderr bytes.Buffer
-	err = run(context.Background(), cfg, &stdout, &stderr)
+func TestParseConfigChecksPlotPath(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "no-such-dir", "plot.svg")
+	_, err := parseConfig([]string{"-plot", missing, "-direct-only"}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "-plot") {
-		t.Fatalf("run = %v, want an error about -plot", err)
+		t.Fatalf("parseConfig = %v, want an error about -plot", err)
 	}
-	if stderr.Len() != 0 {
-		t.Errorf("the run started before the check failed:\n%s", stderr.String())
+	if _, err := parseConfig([]string{"-plot", filepath.Join(dir, "plot.svg"), "-direct-only"}, io.Discard); err != nil {
+		t.Errorf("parseConfig with a writable -plot: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the check left %d files in the plot's directory", len(entries))
+	}
+}
+
+func TestSetUpUsersWithoutRabbitmqctl(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	var stderr bytes.Buffer
+	env := &environment{cfg: config{users: 2}, runID: "test", progress: newProgress(&stderr)}
+	var cleanups []func()
+	err := env.setUpUsers(context.Background(), &cleanups)
+	if err == nil || !strings.Contains(err.Error(), "-users needs rabbitmqctl") {
+		t.Fatalf("setUpUsers = %v, want an error that rabbitmqctl is missing", err)
+	}
+	for _, cleanup := range cleanups {
+		cleanup()
+	}
+	if strings.Contains(stderr.String(), "cleanup failed") {
+		t.Errorf("a cleanup of users that were never created failed:\n%s", stderr.String())
 	}
 }
