@@ -133,8 +133,8 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 		}
 	}
 
-	for _, flag := range cfg.routerFlags {
-		if err := checkRouterFlag(flag); err != nil {
+	for _, routerFlag := range cfg.routerFlags {
+		if err := checkRouterFlag(routerFlag); err != nil {
 			return config{}, err
 		}
 	}
@@ -231,16 +231,16 @@ func parseLevels(value string) ([]int, error) {
 	return levels, nil
 }
 
-// harnessRouterFlags are the router flags that the harness sets itself when it starts
-// the router: -router-flag must not override them.
+// harnessRouterFlags lists the flags that the harness sets on the router it starts, so
+// -router-flag must not set them again.
 var harnessRouterFlags = []string{"http-addr", "amqp-url"}
 
-// checkRouterFlag returns an error when flag sets one of harnessRouterFlags.
-func checkRouterFlag(flag string) error {
-	name := strings.TrimLeft(flag, "-")
+// checkRouterFlag returns an error when routerFlag sets one of harnessRouterFlags.
+func checkRouterFlag(routerFlag string) error {
+	name := strings.TrimLeft(routerFlag, "-")
 	name, _, _ = strings.Cut(name, "=")
 	if slices.Contains(harnessRouterFlags, name) {
-		return fmt.Errorf("invalid -router-flag %q: the harness sets --%s of the router it starts (use -amqp-url for the broker, or -router-url for a router you started yourself)", flag, name)
+		return fmt.Errorf("invalid -router-flag %q: the harness sets --%s of the router it starts (use -amqp-url for the broker, or -router-url for a router you started yourself)", routerFlag, name)
 	}
 	return nil
 }
@@ -252,7 +252,7 @@ func checkWritable(path string) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".bench-plot-*")
 	if err != nil {
-		// The name of the probe file would only confuse: report the directory.
+		// Report the directory, because the probe file's name means nothing to the user.
 		var pathErr *os.PathError
 		if errors.As(err, &pathErr) {
 			err = pathErr.Err

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -194,5 +196,20 @@ func TestNormalizeRouterURL(t *testing.T) {
 	got, err := normalizeRouterURL("http://127.0.0.1:8000/")
 	if err != nil || got != "http://127.0.0.1:8000" {
 		t.Errorf("normalizeRouterURL = %q, %v, want http://127.0.0.1:8000", got, err)
+	}
+}
+
+func TestParseConfigChecksPlotPath(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "no-such-dir", "plot.svg")
+	_, err := parseConfig([]string{"-plot", missing, "-direct-only"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-plot") {
+		t.Fatalf("parseConfig = %v, want an error about -plot", err)
+	}
+	if _, err := parseConfig([]string{"-plot", filepath.Join(dir, "plot.svg"), "-direct-only"}, io.Discard); err != nil {
+		t.Errorf("parseConfig with a writable -plot: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the check left %d files in the plot's directory", len(entries))
 	}
 }

@@ -376,8 +376,9 @@ func markdownCell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
 
 // buildPanels turns results into a throughput panel and a p95 latency panel. A sweep gets
 // lines over concurrency, a solid router line and a dashed direct line per scenario.
-// Otherwise each scenario is a pair of bars.
-func buildPanels(sweep bool, all [][]scenarioResult) []chartPanel {
+// Otherwise each scenario is a pair of bars. Without withRouter, for a -direct-only run,
+// only the direct series are drawn.
+func buildPanels(sweep, withRouter bool, all [][]scenarioResult) []chartPanel {
 	throughput := chartPanel{title: "Throughput", yLabel: "messages per second"}
 	latency := chartPanel{title: "p95 latency", yLabel: "milliseconds"}
 
@@ -397,8 +398,12 @@ func buildPanels(sweep bool, all [][]scenarioResult) []chartPanel {
 			}
 		}
 		latency.categories = throughput.categories
-		throughput.series = []chartSeries{router, direct}
-		latency.series = []chartSeries{routerLatency, directLatency}
+		throughput.series = []chartSeries{direct}
+		latency.series = []chartSeries{directLatency}
+		if withRouter {
+			throughput.series = []chartSeries{router, direct}
+			latency.series = []chartSeries{routerLatency, directLatency}
+		}
 		return []chartPanel{throughput, latency}
 	}
 
@@ -431,8 +436,12 @@ func buildPanels(sweep bool, all [][]scenarioResult) []chartPanel {
 		name := results[0].Scenario
 		series["router"].name, series["router p95"].name = name+" router", name+" router"
 		series["direct"].name, series["direct p95"].name = name+" direct", name+" direct"
-		throughput.series = append(throughput.series, *series["router"], *series["direct"])
-		latency.series = append(latency.series, *series["router p95"], *series["direct p95"])
+		if withRouter {
+			throughput.series = append(throughput.series, *series["router"])
+			latency.series = append(latency.series, *series["router p95"])
+		}
+		throughput.series = append(throughput.series, *series["direct"])
+		latency.series = append(latency.series, *series["direct p95"])
 	}
 	throughput.title, latency.title = "Throughput by concurrency", "p95 latency by concurrency"
 	throughput.xLabel, latency.xLabel = "concurrency (workers per side)", "concurrency (workers per side)"
@@ -440,23 +449,13 @@ func buildPanels(sweep bool, all [][]scenarioResult) []chartPanel {
 	return []chartPanel{throughput, latency}
 }
 
-// withoutRouter returns panels without their router series, for a -direct-only run, which
-// measures no router.
-func withoutRouter(panels []chartPanel) []chartPanel {
-	for i := range panels {
-		panels[i].series = slices.DeleteFunc(panels[i].series, func(s chartSeries) bool {
-			return strings.HasSuffix(s.name, "router")
-		})
-	}
-	return panels
-}
-
 // writePlotFile writes the SVG chart of all results to path.
 func writePlotFile(path string, sweep, directOnly bool, all [][]scenarioResult) error {
-	title, panels := "rmqrouter vs direct amqp091-go", buildPanels(sweep, all)
+	title := "rmqrouter vs direct amqp091-go"
 	if directOnly {
-		title, panels = "direct amqp091-go", withoutRouter(panels)
+		title = "direct amqp091-go"
 	}
+	panels := buildPanels(sweep, !directOnly, all)
 	var buf bytes.Buffer
 	if err := writeSVG(&buf, title, panels); err != nil {
 		return err

@@ -248,7 +248,7 @@ func TestPlotDirectOnlyHasNoRouter(t *testing.T) {
 
 func TestBuildPanelsSweep(t *testing.T) {
 	all := [][]scenarioResult{{sampleResult(1, 100, 200), sampleResult(4, 300, 600)}}
-	panels := buildPanels(true, all)
+	panels := buildPanels(true, true, all)
 	if len(panels) != 2 {
 		t.Fatalf("got %d panels, want throughput and latency", len(panels))
 	}

@@ -131,8 +131,8 @@ func (env *environment) setUpUsers(ctx context.Context, cleanups *[]func()) erro
 		return nil
 	}
 
-	// Checked first, so that a missing rabbitmqctl is reported as the cause and not as a
-	// failed cleanup of users that were never created.
+	// Look rabbitmqctl up first, so that a missing one is reported as the cause and not
+	// as a failed cleanup of users that were never created.
 	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
 		return fmt.Errorf("-users needs rabbitmqctl on the PATH, run by a user allowed to add RabbitMQ users: %w", err)
 	}

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -182,21 +181,6 @@ func TestRunFailsWithoutRouter(t *testing.T) {
 	}
 	if after := brokerObjects(t); after != before {
 		t.Errorf("broker objects after the run = %q, want them as before (%q)", after, before)
-	}
-}
-
-func TestParseConfigChecksPlotPath(t *testing.T) {
-	dir := t.TempDir()
-	missing := filepath.Join(dir, "no-such-dir", "plot.svg")
-	_, err := parseConfig([]string{"-plot", missing, "-direct-only"}, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "-plot") {
-		t.Fatalf("parseConfig = %v, want an error about -plot", err)
-	}
-	if _, err := parseConfig([]string{"-plot", filepath.Join(dir, "plot.svg"), "-direct-only"}, io.Discard); err != nil {
-		t.Errorf("parseConfig with a writable -plot: %v", err)
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-		t.Errorf("the check left %d files in the plot's directory", len(entries))
 	}
 }
 
