@@ -19,9 +19,12 @@ run: build broker
 
 # Packages run one at a time (-p 1): fault tests stop the broker, close its
 # connections and raise alarms, which must not hit another package's tests.
+# The allocation tests (named ...Allocs) run again without the race detector,
+# which adds allocations of its own.
 test: broker
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -p 1 -timeout 60m ./...
+	$(GO) test -count=1 -run 'Allocs$$' ./router/
 
 lint:
 	$(GO) vet ./...

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -256,7 +258,9 @@ func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 
 // authenticate returns the request's credentials or writes a 401.
 func (s *Server) authenticate(req *request) (*security.Credentials, bool) {
-	creds, err := s.creds.ParseBasicAuth([]byte(header(req.ctx, "Authorization")))
+	// The header is read in place, because a copy would leave the encoded
+	// password on the heap, where nothing wipes it.
+	creds, err := s.creds.ParseBasicAuth(headerBytes(req.ctx, "Authorization"))
 	switch {
 	case err == nil:
 		return creds, true
@@ -294,27 +298,64 @@ func (s *Server) writeError(req *request, e *apiError) {
 	s.writeJSON(req, e.status, errorBody{Error: e.code, Detail: e.detail(req.prefersRussian()), RequestID: req.id})
 }
 
+// responseEncoder is a JSON encoder with the buffer it writes to. Encoders are
+// pooled, so that the encoding of a response allocates nothing once the pool
+// is warm.
+type responseEncoder struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+// maxPooledResponse is the largest buffer put back into responseEncoders. A
+// larger one, from a fetch of big messages, is left to the garbage collector
+// rather than kept in the pool.
+const maxPooledResponse = 64 << 10
+
+var responseEncoders = sync.Pool{New: func() any {
+	e := &responseEncoder{}
+	e.enc = json.NewEncoder(&e.buf)
+	return e
+}}
+
 func (s *Server) writeJSON(req *request, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
+	e := responseEncoders.Get().(*responseEncoder)
+	defer func() {
+		if e.buf.Cap() <= maxPooledResponse {
+			e.buf.Reset()
+			responseEncoders.Put(e)
+		}
+	}()
+
+	var body []byte
+	if err := e.enc.Encode(v); err != nil {
 		s.log.Error("response could not be encoded", "request_id", req.id, "error", err)
 		status = 500
 		body = []byte(`{"error":"internal_error","detail":"response could not be encoded","request_id":"` + req.id + `"}`)
+	} else {
+		// Encode ends the value with a newline, which json.Marshal does not add.
+		body = bytes.TrimSuffix(e.buf.Bytes(), []byte("\n"))
 	}
 	req.ctx.Response.Header.SetContentType("application/json")
 	req.ctx.SetStatusCode(status)
-	req.ctx.SetBody(body)
+	req.ctx.SetBody(body) // a copy, so the buffer can go back to the pool
 }
 
 // header returns the value of a request header, matching its name
 // case-insensitively (the server keeps header names as sent).
 func header(ctx *fasthttp.RequestCtx, name string) string {
+	return string(headerBytes(ctx, name))
+}
+
+// headerBytes returns the value of a request header as header does, but
+// without a copy. The slice points into the request's buffer and is valid
+// only while the handler runs.
+func headerBytes(ctx *fasthttp.RequestCtx, name string) []byte {
 	for k, v := range ctx.Request.Header.All() {
 		if len(k) == len(name) && strings.EqualFold(string(k), name) {
-			return string(v)
+			return v
 		}
 	}
-	return ""
+	return nil
 }
 
 // requestID returns the client's X-Request-ID when it is a safe token, or a
